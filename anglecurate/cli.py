@@ -1,0 +1,168 @@
+"""The `anglecurate` command: thin wrappers that build a config and call one library function.
+
+Heavy imports (torch, transformers, polars) happen inside the commands so ``--help`` is
+instant. A :class:`~anglecurate.errors.UserError` becomes one line on stderr and exit code 2;
+``ANGLECURATE_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    name="anglecurate",
+    help="Rank prompt datasets for RL fine-tuning by layer-wise angle concentration (GAIN-RL).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class DType(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+class OnLong(str, Enum):
+    skip = "skip"
+    truncate = "truncate"
+
+
+MODEL_HELP = "A local Hugging Face model directory, a .gguf file, or builtin:smollm2."
+DATA_HELP = "A JSON array, JSONL (.jsonl, .jsonl.gz) or Parquet file, or builtin:humaneval."
+FIELD_HELP = "Prompt column: question text (string) or chat messages (list of {role, content})."
+PROMPT_HELP = "System prompt and few-shot turns: 'default' (the paper's R1 prompt), 'none', or a TOML file."
+
+
+@app.command()
+def score(
+    model: str = typer.Option(..., help=MODEL_HELP),
+    data: str = typer.Option(..., help=DATA_HELP),
+    out: Path = typer.Option(..., help="Output folder (created); a rerun resumes it."),
+    field: str = typer.Option("prompt", help=FIELD_HELP),
+    id_field: str = typer.Option(None, help="Stable unique id column; default: the row index."),
+    prompt_config: str = typer.Option("default", help=PROMPT_HELP),
+    chat_template: Path = typer.Option(None, help="Jinja chat template file overriding the tokenizer's."),
+    layers: str = typer.Option("all", help="Layers to score: all, last, or indices like 0,12,-1."),
+    rank_layer: int = typer.Option(None, help="Layer whose score ranks rows; default: deepest scored."),
+    w_intra: float = typer.Option(1.0, help="Weight of c_intra in the score."),
+    w_inter: float = typer.Option(1.0, help="Weight of c_inter in the score (the authors' code used 8)."),
+    dtype: DType = typer.Option(DType.auto, help="Compute dtype; auto = the checkpoint's."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    max_length: int = typer.Option(4096, help="Longest prompt in tokens; see --on-long."),
+    on_long: OnLong = typer.Option(
+        OnLong.skip, help="Prompts over --max-length: skip, or truncate the question."
+    ),
+    max_batch_tokens: int = typer.Option(
+        None, help="Token budget of a padded batch (rows x longest); default 2048 on CPU, 16384 on GPU."
+    ),
+    chunk_rows: int = typer.Option(1024, help="Rows per checkpointed chunk (the unit of resume)."),
+    shard_rows: int = typer.Option(50000, help="Rows per output Parquet part."),
+    skip_invalid: bool = typer.Option(False, help="Skip and count malformed rows instead of stopping."),
+    overwrite: bool = typer.Option(False, help="Replace a run with other options in --out."),
+    trust_remote_code: bool = typer.Option(False, help="Allow a model's own Python code to run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+) -> None:
+    """Score every prompt of a dataset and write a ranked copy of it, plus a manifest."""
+    from rich.console import Console
+
+    from anglecurate.config import ScoreConfig
+    from anglecurate.display import print_summary
+    from anglecurate.pipeline import score as run_score
+    from anglecurate.progress import ScoreProgress
+
+    cfg = ScoreConfig(
+        model=model,
+        data=data,
+        out=str(out),
+        field=field,
+        id_field=id_field,
+        prompt_config=prompt_config,
+        chat_template=str(chat_template) if chat_template else None,
+        layers=layers,
+        rank_layer=rank_layer,
+        w_intra=w_intra,
+        w_inter=w_inter,
+        dtype=dtype.value,
+        device=device,
+        max_length=max_length,
+        on_long=on_long.value,
+        max_batch_tokens=max_batch_tokens,
+        chunk_rows=chunk_rows,
+        shard_rows=shard_rows,
+        skip_invalid=skip_invalid,
+        overwrite=overwrite,
+        trust_remote_code=trust_remote_code,
+    )
+    show = not quiet and not json_out
+    with ScoreProgress(enabled=show and sys.stderr.isatty()) as progress:
+        result = run_score(cfg, progress)
+    if json_out:
+        print(json.dumps(result.summary(), default=str))
+    elif not quiet:
+        print_summary(Console(stderr=True), result.summary())
+
+
+@app.command()
+def inspect(
+    model: str = typer.Option(..., help=MODEL_HELP),
+    data: str = typer.Option(..., help=DATA_HELP),
+    row: int = typer.Option(0, help="Row index to show."),
+    field: str = typer.Option("prompt", help=FIELD_HELP),
+    id_field: str = typer.Option(None, help="Id column, shown beside the row."),
+    prompt_config: str = typer.Option("default", help=PROMPT_HELP),
+    chat_template: Path = typer.Option(None, help="Jinja chat template file overriding the tokenizer's."),
+) -> None:
+    """Show one prompt's tokens coloured by segment: prefix, question, suffix."""
+    from rich.console import Console
+
+    from anglecurate.config import ScoreConfig
+    from anglecurate.display import print_inspect
+    from anglecurate.pipeline import inspect_row
+
+    cfg = ScoreConfig(
+        model=model,
+        data=data,
+        out="",
+        field=field,
+        id_field=id_field,
+        prompt_config=prompt_config,
+        chat_template=str(chat_template) if chat_template else None,
+    )
+    tokenizer, seg, uid = inspect_row(cfg, row)
+    print_inspect(Console(), tokenizer, seg, uid)
+
+
+@app.command()
+def show(
+    out: Path = typer.Argument(..., help="Output folder of `anglecurate score`."),
+    n: int = typer.Option(5, "-n", help="Rows to show at each end."),
+) -> None:
+    """Print the top and bottom of a ranking."""
+    from rich.console import Console
+
+    from anglecurate.display import print_ranking_ends
+
+    print_ranking_ends(Console(), out, n)
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    from anglecurate.errors import UserError
+
+    try:
+        app()  # usage errors (unknown option, missing value) are typer's: exit 2
+    except UserError as exc:
+        if os.environ.get("ANGLECURATE_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

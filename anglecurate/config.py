@@ -1,0 +1,92 @@
+"""Options of a scoring run, validated before any file is touched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from anglecurate.errors import UserError
+
+
+@dataclass
+class ScoreConfig:
+    """Everything `anglecurate score` takes; the CLI builds one and calls the pipeline."""
+
+    model: str
+    data: str
+    out: str
+    field: str = "prompt"
+    id_field: str | None = None
+    prompt_config: str = "default"
+    chat_template: str | None = None
+    layers: str = "all"
+    rank_layer: int | None = None  # None: the deepest scored layer
+    w_intra: float = 1.0
+    w_inter: float = 1.0
+    dtype: str = "auto"
+    device: str = "auto"
+    max_length: int = 4096
+    on_long: str = "skip"
+    max_batch_tokens: int | None = None  # None: by device, see batch_budget()
+    chunk_rows: int = 1024
+    shard_rows: int = 50000
+    skip_invalid: bool = False
+    overwrite: bool = False
+    trust_remote_code: bool = False
+
+    def validate(self) -> None:
+        if self.on_long not in ("skip", "truncate"):
+            raise UserError(f"--on-long {self.on_long!r} must be 'skip' or 'truncate'")
+        for name in ("max_length", "max_batch_tokens", "chunk_rows", "shard_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.w_intra == 0 and self.w_inter == 0:
+            raise UserError("--w-intra and --w-inter are both 0; the score would be constant")
+
+
+def parse_layers(spec: str, num_layers: int) -> list[int]:
+    """``all``, ``last`` or comma-separated indices (negative counts from the end)."""
+    spec = spec.strip().lower()
+    if spec == "all":
+        return list(range(num_layers))
+    if spec == "last":
+        return [num_layers - 1]
+    indices = []
+    for part in spec.split(","):
+        try:
+            index = int(part)
+        except ValueError:
+            raise UserError(
+                f"--layers {spec!r}: use 'all', 'last' or comma-separated integers like 0,12,-1"
+            ) from None
+        indices.append(resolve_layer(index, num_layers, "--layers"))
+    return sorted(set(indices))
+
+
+def resolve_layer(index: int, num_layers: int, option: str) -> int:
+    if not -num_layers <= index < num_layers:
+        raise UserError(
+            f"{option}: layer {index} does not exist; the model has {num_layers} layers "
+            f"(0..{num_layers - 1}, or -1..-{num_layers} from the end)"
+        )
+    return index % num_layers
+
+
+def ranking_layer(rank_layer: int | None, layers: list[int], num_layers: int) -> int:
+    if rank_layer is None:
+        return max(layers)
+    layer = resolve_layer(rank_layer, num_layers, "--rank-layer")
+    if layer not in layers:
+        raise UserError(f"--rank-layer {rank_layer} is not among the scored --layers {layers}")
+    return layer
+
+
+# Measured (docs/perf.md): on CPU, small batches stay in cache and run faster than large
+# ones; a GPU needs large batches to fill its matrix units.
+DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
+
+
+def batch_budget(max_batch_tokens: int | None, device_type: str) -> int:
+    if max_batch_tokens is not None:
+        return max_batch_tokens
+    return DEFAULT_BATCH_TOKENS.get(device_type, DEFAULT_BATCH_TOKENS["cuda"])

@@ -1,0 +1,116 @@
+"""Terminal views: a prompt's tokens coloured by segment, the top and bottom of a ranking,
+and the run summary. Presentation only; the data comes from the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from anglecurate.errors import UserError
+from anglecurate.segments import Segmented
+
+SEGMENT_STYLES = {"prefix": "bold blue", "question": "bold green", "suffix": "bold magenta"}
+
+
+def token_view(tokenizer, seg: Segmented) -> Text:
+    """Each token decoded on its own, alternating shades so boundaries show."""
+    text = Text()
+    bounds = [
+        ("prefix", 0, seg.n_prefix),
+        ("question", seg.n_prefix, seg.n_prefix + seg.n_question),
+        ("suffix", seg.n_prefix + seg.n_question, seg.n_tokens),
+    ]
+    for name, lo, hi in bounds:
+        for k, token_id in enumerate(seg.input_ids[lo:hi]):
+            piece = tokenizer.decode([token_id]).replace("\n", "\u21b5\n")
+            style = SEGMENT_STYLES[name] + (" on grey23" if k % 2 else "")
+            text.append(piece, style=style)
+    return text
+
+
+def print_inspect(console: Console, tokenizer, seg: Segmented, uid) -> None:
+    console.print(token_view(tokenizer, seg))
+    console.print()
+    legend = Text("uid ")
+    legend.append(str(uid), style="bold")
+    for name, n in (("prefix", seg.n_prefix), ("question", seg.n_question), ("suffix", seg.n_suffix)):
+        legend.append("  ")
+        legend.append(f"{name} {n}", style=SEGMENT_STYLES[name])
+    legend.append(f"  total {seg.n_tokens} tokens")
+    console.print(legend)
+
+
+def _excerpt(value, width: int = 90) -> str:
+    if isinstance(value, list):  # chat messages: show the last user turn
+        users = [m.get("content", "") for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        value = users[-1] if users else ""
+    text = " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def read_ranking_ends(out: Path, n: int) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
+    """The manifest and the first and last ``n`` ranked rows, reading only what is needed."""
+    from anglecurate.store import OutputDir
+
+    manifest = OutputDir(out).read_manifest()
+    if manifest is None:
+        raise UserError(
+            f"{out} has no manifest.json; run `anglecurate score --out {out}` first (or let it finish)"
+        )
+    parts = [out / p["file"] for p in manifest["outputs"]["ranked"]]
+    if not parts:
+        return manifest, pl.DataFrame(), pl.DataFrame()
+    field = manifest["run"]["dataset"]["field"]
+    columns = ["rank", "uid", "score", "c_intra", "c_inter", "n_question", field]
+    lazy = pl.scan_parquet(parts).select(columns)
+    return manifest, lazy.head(n).collect(), lazy.tail(n).collect()
+
+
+def print_ranking_ends(console: Console, out: Path, n: int) -> None:
+    manifest, top, bottom = read_ranking_ends(out, n)
+    field = manifest["run"]["dataset"]["field"]
+    layer = manifest["run"]["rank_layer"]
+    for title, frame in ((f"top {n} (highest score)", top), (f"bottom {n} (lowest score)", bottom)):
+        table = Table(title=f"{title}, layer {layer}", title_justify="left")
+        for col in ("rank", "uid", "score", "c_intra", "c_inter", "n_q", "question"):
+            table.add_column(col, overflow="fold" if col == "question" else "ellipsis")
+        for row in frame.iter_rows(named=True):
+            table.add_row(
+                str(row["rank"]),
+                str(row["uid"]),
+                _fmt(row["score"]),
+                _fmt(row["c_intra"]),
+                _fmt(row["c_inter"]),
+                str(row["n_question"]),
+                _excerpt(row[field]),
+            )
+        console.print(table)
+
+
+def _fmt(x) -> str:
+    return "nan" if x is None or x != x else f"{x:.4f}"
+
+
+def print_summary(console: Console, summary: dict) -> None:
+    skipped = summary["skipped"]
+    skipped_text = ", ".join(f"{k} {v}" for k, v in skipped.items()) or "none"
+    timing = summary["timing"]
+    lines = [
+        f"[bold green]{summary['status']}[/]: {summary['out']}",
+        f"rows {summary['rows']:,}  scored {summary['scored']:,}  skipped {skipped_text}  "
+        f"truncated {summary['truncated']:,}  undefined score {summary['undefined_score']:,}",
+        f"ranking layer {summary['rank_layer']}  weights intra {summary['weights']['intra']} "
+        f"inter {summary['weights']['inter']}",
+    ]
+    if summary["status"] == "complete" and timing.get("tokens_per_s"):
+        lines.append(
+            f"{timing['rows_this_run']:,} rows in {timing['wall_s']:.1f} s  "
+            f"({timing['tokens_per_s']:,.0f} tokens/s)"
+            + (f"  resumed {summary['chunks_resumed']} chunks" if summary["chunks_resumed"] else "")
+        )
+    for line in lines:
+        console.print(line)

@@ -1,0 +1,65 @@
+"""Provenance: the run's options (compared on resume) and the final manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+
+import torch
+
+import anglecurate
+
+SCORE_DEFINITION = (
+    "score = w_intra * c_intra + w_inter * c_inter at rank_layer; c_intra is the mean cosine "
+    "over pairs of distinct question tokens, c_inter the mean cosine between question and "
+    "prefix tokens, of the MLP input (post-attention norm output) of that layer; NaN when a "
+    "segment has too few tokens (ranked last)"
+)
+
+
+def versions() -> dict:
+    import polars
+    import transformers
+
+    return {
+        "anglecurate": anglecurate.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "polars": polars.__version__,
+    }
+
+
+def device_info(device: torch.device) -> dict:
+    info = {"type": device.type, "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+    else:
+        info["name"] = platform.processor() or platform.machine()
+        info["cpu_count"] = os.cpu_count()
+    return info
+
+
+def same_run(previous: dict, current: dict) -> list[str]:
+    """Top-level keys whose values differ (JSON-normalised); empty when the runs match."""
+    normal = json.loads(json.dumps(current, default=str))
+    keys = sorted(set(previous) | set(normal))
+    return [k for k in keys if previous.get(k) != normal.get(k)]
+
+
+def build_manifest(run: dict, device: torch.device, timing: dict, counts: dict, outputs: dict) -> dict:
+    return {
+        "anglecurate_version": anglecurate.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "score_definition": SCORE_DEFINITION,
+        "run": run,
+        "versions": versions(),
+        "device": device_info(device),
+        "timing": timing,
+        "counts": counts,
+        "outputs": outputs,
+    }

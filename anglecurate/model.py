@@ -1,0 +1,287 @@
+"""Model loading and structure discovery: files, devices and dtypes live here, at the edge.
+
+A model is a local Hugging Face directory (``config.json`` plus safetensors) or a ``.gguf``
+file (dequantised by transformers). Only the base model is loaded (no LM head), offline,
+without remote code unless asked for.
+
+Decoder layers and their MLPs are found by structure, not by attribute names: the decoder
+stack is the ``ModuleList`` of ``config.num_hidden_layers`` identical blocks, and a block's
+MLP is the last weight-holding child the block calls, found by running a two-token probe
+forward once. That child's input is the post-attention-norm output, the paper's signal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from anglecurate.errors import UserError
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are: a directory, plus the GGUF file name inside it if any."""
+
+    path: Path  # the directory, or the .gguf file itself
+    directory: Path
+    gguf_file: str | None
+
+    @property
+    def load_kwargs(self) -> dict:
+        kwargs = {"local_files_only": True}
+        if self.gguf_file:
+            kwargs["gguf_file"] = self.gguf_file
+        return kwargs
+
+
+def resolve_source(spec: str) -> ModelSource:
+    from anglecurate.builtin import resolve_builtin_model
+
+    path = resolve_builtin_model(spec) if spec.startswith("builtin:") else Path(spec)
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource(path.resolve(), path.resolve().parent, path.name)
+    if path.is_dir() and (path / "config.json").is_file():
+        return ModelSource(path.resolve(), path.resolve(), None)
+    if path.is_dir():
+        raise UserError(
+            f"model directory {spec} has no config.json; point --model at a "
+            "Hugging Face model directory or a .gguf file"
+        )
+    raise UserError(
+        f"model {spec!r} not found: pass a local Hugging Face model directory or a .gguf "
+        "file (models are never downloaded at run time)"
+    )
+
+
+def _offline() -> None:
+    # Belt and braces: local_files_only already avoids the hub; these stop every other path.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # Our own progress bar and errors speak for the run; transformers' bars and advice do not.
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+@contextmanager
+def _no_tqdm():
+    """GGUF dequantisation draws a tqdm bar of its own; our progress display owns stderr."""
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+
+
+def load_config(source: ModelSource, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    _offline()
+    try:
+        config = AutoConfig.from_pretrained(
+            source.directory, trust_remote_code=trust_remote_code, **source.load_kwargs
+        )
+    except Exception as exc:
+        raise UserError(f"cannot read the model config at {source.path}: {_first_line(exc)}") from exc
+    if getattr(config, "is_encoder_decoder", False):
+        raise UserError(
+            f"{config.model_type} is an encoder-decoder model; anglecurate scores "
+            "decoder-only causal LMs (Llama, Qwen2, Mistral families)"
+        )
+    if not getattr(config, "num_hidden_layers", None):
+        raise UserError(
+            f"model type {config.model_type!r} has no num_hidden_layers in its "
+            "config; anglecurate scores decoder-only causal LMs"
+        )
+    return config
+
+
+def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    _offline()
+    try:
+        return AutoTokenizer.from_pretrained(
+            source.directory, trust_remote_code=trust_remote_code, **source.load_kwargs
+        )
+    except Exception as exc:
+        raise UserError(f"cannot load the tokenizer at {source.path}: {_first_line(exc)}") from exc
+
+
+def config_hash(config) -> str:
+    """Hash of the architecture config, without fields that vary across saves."""
+    data = config.to_dict()
+    for volatile in (
+        "transformers_version",
+        "_name_or_path",
+        "torch_dtype",
+        "dtype",
+        "architectures",
+        "_commit_hash",
+        "_attn_implementation_autoset",
+    ):
+        data.pop(volatile, None)
+    blob = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def checkpoint_dtype(config) -> torch.dtype:
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def resolve_dtype(choice: str, config, device: torch.device) -> torch.dtype:
+    """``auto`` = the checkpoint's dtype (a GGUF file is dequantised to fp32)."""
+    if choice == "auto":
+        dtype = checkpoint_dtype(config)
+        if dtype == torch.float16 and device.type == "cpu":
+            return torch.float32  # fp16 matmuls are slow or missing on CPU
+        return dtype
+    if choice not in DTYPES:
+        raise UserError(f"--dtype {choice!r} is not one of auto, bf16, fp32, fp16")
+    return DTYPES[choice]
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    if choice not in ("cpu", "cuda") and not choice.startswith("cuda:"):
+        raise UserError(f"--device {choice!r} is not one of auto, cpu, cuda, cuda:N")
+    return torch.device(choice)
+
+
+@dataclass
+class LoadedModel:
+    """The base model, its decoder layers and the MLP of each (same order)."""
+
+    base: nn.Module
+    layers: list[nn.Module]
+    mlps: list[nn.Module]
+    dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+
+def load_model(
+    source: ModelSource, config, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False
+) -> LoadedModel:
+    from transformers import AutoModel
+
+    _offline()
+    try:
+        with _no_tqdm():
+            base = AutoModel.from_pretrained(
+                source.directory,
+                config=config,
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
+                attn_implementation="sdpa",
+                **source.load_kwargs,
+            )
+    except Exception as exc:
+        raise UserError(f"cannot load model weights from {source.path}: {_first_line(exc)}") from exc
+    return wrap_model(base.eval().to(device), config.num_hidden_layers)
+
+
+def wrap_model(base: nn.Module, num_layers: int) -> LoadedModel:
+    """Locate the decoder layers and MLPs of an already loaded base model."""
+    layers = find_decoder_layers(base, num_layers)
+    mlps = find_mlps(base, layers)
+    param = next(base.parameters())
+    return LoadedModel(base, layers, mlps, param.dtype, param.device)
+
+
+def find_decoder_layers(base: nn.Module, num_layers: int) -> list[nn.Module]:
+    """The ModuleList of ``num_layers`` blocks of one class (the decoder stack)."""
+    for module in base.modules():
+        if (
+            isinstance(module, nn.ModuleList)
+            and len(module) == num_layers
+            and len({type(m) for m in module}) == 1
+        ):
+            return list(module)
+    raise UserError(
+        f"cannot find a stack of {num_layers} decoder layers in {type(base).__name__}; "
+        "anglecurate scores decoder-only causal LMs (Llama, Qwen2, Mistral families)"
+    )
+
+
+def _holds_matrix(module: nn.Module) -> bool:
+    return any(p.ndim >= 2 for p in module.parameters())
+
+
+def find_mlps(base: nn.Module, layers: list[nn.Module]) -> list[nn.Module]:
+    """Each layer's MLP: the last weight-holding child the layer calls (probe forward),
+    which must take hidden-size inputs.
+
+    Norms hold only vectors and attention is called before the MLP in every pre-norm
+    decoder block, so the last matrix-holding child called is the feed-forward block.
+    """
+    first = layers[0]
+    children = dict(first.named_children())
+    order: list[str] = []
+    width: dict[str, int] = {}
+
+    def record(name):
+        def hook(_module, args):
+            order.append(name)
+            if args and torch.is_tensor(args[0]):
+                width[name] = args[0].shape[-1]
+
+        return hook
+
+    hooks = [child.register_forward_pre_hook(record(name)) for name, child in children.items()]
+    try:
+        device = next(base.parameters()).device
+        with torch.inference_mode():
+            base(input_ids=torch.tensor([[0, 1]], device=device), use_cache=False)
+    except Exception as exc:
+        raise UserError(f"a probe forward of {type(base).__name__} failed: {_first_line(exc)}") from exc
+    finally:
+        for h in hooks:
+            h.remove()
+    called = [name for name in dict.fromkeys(order) if _holds_matrix(children[name])]
+    if len(called) < 2:
+        raise UserError(
+            f"cannot identify attention and MLP blocks in {type(first).__name__}; "
+            "anglecurate scores decoder-only causal LMs (Llama, Qwen2, Mistral families)"
+        )
+    mlp_name = called[-1]
+    hidden = getattr(base.config, "hidden_size", None)
+    if hidden is not None and width.get(mlp_name) != hidden:
+        # An encoder's output projection, say: its input is not the residual stream.
+        raise UserError(
+            f"the feed-forward block of {type(first).__name__} does not take the hidden states "
+            "as input; anglecurate scores decoder-only causal LMs (Llama, Qwen2, Mistral families)"
+        )
+    mlps = [dict(layer.named_children()).get(mlp_name) for layer in layers]
+    if any(m is None for m in mlps):
+        raise UserError(f"decoder layers of {type(base).__name__} differ in structure")
+    return mlps
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

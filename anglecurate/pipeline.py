@@ -1,0 +1,357 @@
+"""`anglecurate score`, stage by stage.
+
+    dataset  -> rows in chunks             (anglecurate.dataset)
+    prompt   -> chat text + question span  (anglecurate.prompt)
+    segments -> token ids + segment spans  (anglecurate.segments)
+    batching -> padded length buckets      (anglecurate.batching)
+    capture  -> per-layer c_intra, c_inter (anglecurate.capture, anglecurate.angles)
+    store    -> chunk files, global ranking, manifest (anglecurate.store)
+
+Everything is validated (options, data, model config, output folder) before the model is
+loaded, and nothing in ``OUT`` is touched before the model has loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from anglecurate.batching import collate, plan_batches
+from anglecurate.builtin import resolve_data
+from anglecurate.capture import AngleCapture, angle_capture
+from anglecurate.config import ScoreConfig, batch_budget, parse_layers, ranking_layer
+from anglecurate.dataset import Dataset, open_dataset, prompt_kind
+from anglecurate.errors import UserError
+from anglecurate.manifest import build_manifest, same_run
+from anglecurate.model import (
+    DTYPE_NAMES,
+    ModelSource,
+    config_hash,
+    load_config,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    resolve_source,
+)
+from anglecurate.progress import ScoreProgress
+from anglecurate.prompt import (
+    InvalidRow,
+    PromptConfig,
+    PromptRenderer,
+    build_conversation,
+    load_prompt_config,
+)
+from anglecurate.segments import Segmented, Segmenter, SkipReason, truncate
+from anglecurate.store import RESERVED_COLUMNS, ROW, SCORED, STATUS, OutputDir
+
+
+@dataclass
+class ScoreResult:
+    """What a run did, for the CLI summary and ``--json``."""
+
+    out: str
+    status: str  # "complete" or "already complete"
+    manifest: dict
+    chunks_resumed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        m = self.manifest
+        return {
+            "out": self.out,
+            "status": self.status,
+            "rows": m["run"]["dataset"]["rows"],
+            **m["counts"],
+            "rank_layer": m["run"]["rank_layer"],
+            "weights": m["run"]["weights"],
+            "timing": m["timing"],
+            "chunks_resumed": self.chunks_resumed,
+            "parts": [p["file"] for p in m["outputs"]["ranked"]],
+        }
+
+
+@dataclass
+class _Plan:
+    """Resolved, validated inputs of a run (before any model weights are loaded)."""
+
+    dataset: Dataset
+    kind: str
+    prompt_config: PromptConfig
+    renderer: PromptRenderer
+    segmenter: Segmenter
+    layers: list[int]
+    rank_layer: int
+    run: dict
+    source: ModelSource
+    model_config: object
+    device: torch.device
+    dtype: torch.dtype
+    pad_id: int
+    batch_tokens: int
+
+
+def plan(cfg: ScoreConfig) -> _Plan:
+    cfg.validate()
+    dataset = open_dataset(resolve_data(cfg.data))
+    kind = prompt_kind(dataset, cfg.field)
+    if cfg.id_field is not None and cfg.id_field not in dataset.schema:
+        raise UserError(
+            f"{dataset.path} has no column {cfg.id_field!r}; pass --id-field with one of {dataset.columns}"
+        )
+    clash = sorted(RESERVED_COLUMNS.intersection(dataset.columns) - {cfg.id_field})
+    if clash:
+        raise UserError(
+            f"{dataset.path} already has columns {clash} that anglecurate writes; "
+            "rename or drop them (or pass --id-field uid to use 'uid' as the id)"
+        )
+    prompt_config = load_prompt_config(cfg.prompt_config)
+    template = _read_template(cfg.chat_template)
+    source = resolve_source(cfg.model)
+    model_config = load_config(source, cfg.trust_remote_code)
+    num_layers = model_config.num_hidden_layers
+    layers = parse_layers(cfg.layers, num_layers)
+    rank_layer = ranking_layer(cfg.rank_layer, layers, num_layers)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, model_config, device)
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    renderer = PromptRenderer(tokenizer, template)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    run = {
+        "model": {
+            "path": str(source.path),
+            "model_type": model_config.model_type,
+            "config_hash": config_hash(model_config),
+            "num_layers": num_layers,
+            "dtype": DTYPE_NAMES.get(dtype, str(dtype)),
+        },
+        "tokenizer": {"chat_template_hash": renderer.template_hash},
+        "prompt": prompt_config.to_dict(),
+        "dataset": {
+            "path": str(dataset.path.resolve()),
+            "format": dataset.format,
+            "fingerprint": dataset.fingerprint,
+            "rows": dataset.num_rows,
+            "field": cfg.field,
+            "kind": kind,
+            "id_field": cfg.id_field,
+        },
+        "layers": layers,
+        "rank_layer": rank_layer,
+        "weights": {"intra": cfg.w_intra, "inter": cfg.w_inter},
+        "max_length": cfg.max_length,
+        "on_long": cfg.on_long,
+        "skip_invalid": cfg.skip_invalid,
+        "chunk_rows": cfg.chunk_rows,
+        "shard_rows": cfg.shard_rows,
+    }
+    return _Plan(
+        dataset,
+        kind,
+        prompt_config,
+        renderer,
+        Segmenter(tokenizer),
+        layers,
+        rank_layer,
+        run,
+        source,
+        model_config,
+        device,
+        dtype,
+        pad_id,
+    )
+
+
+def _read_template(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read --chat-template {path}: {exc}") from exc
+
+
+def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResult:
+    """Score ``cfg.data`` with ``cfg.model`` into ``cfg.out``; resumes an unfinished run."""
+    progress = progress or ScoreProgress(enabled=False)
+    out = OutputDir(cfg.out)
+    p = plan(cfg)
+    previous = out.previous_run()
+    if previous is not None and not cfg.overwrite:
+        changed = same_run(previous, p.run)
+        if changed:
+            raise UserError(
+                f"{out.root} holds a run with different {', '.join(changed)}; pass "
+                "--overwrite to replace it or choose another --out"
+            )
+        manifest = out.read_manifest()
+        if manifest is not None:
+            out.cleanup_finished()
+            return ScoreResult(str(out.root), "already complete", manifest)
+    elif previous is None and out.is_foreign() and not cfg.overwrite:
+        raise UserError(
+            f"{out.root} is not empty and holds no anglecurate run; choose an empty "
+            "or new --out folder (or pass --overwrite)"
+        )
+    if cfg.id_field is not None:
+        dupes = p.dataset.duplicates(cfg.id_field)
+        if dupes:
+            raise UserError(
+                f"--id-field {cfg.id_field} has repeated values (e.g. {dupes}); pick "
+                "a unique id column or omit --id-field to use the row index"
+            )
+
+    model = load_model(p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code)
+    if cfg.overwrite:
+        out.clear()
+    out.start(p.run)
+
+    n_chunks = -(-p.dataset.num_rows // cfg.chunk_rows)
+    done = out.done_chunks() & set(range(n_chunks))
+    done_rows = sum(min(cfg.chunk_rows, p.dataset.num_rows - i * cfg.chunk_rows) for i in done)
+    t0 = time.perf_counter()
+    tokens = 0
+    rows_scored_now = 0
+    with angle_capture(model, p.layers) as capture:
+        progress.start("scoring", total=p.dataset.num_rows, completed=done_rows)
+        for index, frame in p.dataset.iter_chunks(cfg.chunk_rows, skip=done):
+            scored, n_tokens = _score_chunk(frame, index * cfg.chunk_rows, cfg, p, capture, progress)
+            out.write_chunk(index, scored)
+            tokens += n_tokens
+            rows_scored_now += frame.height
+    wall = time.perf_counter() - t0
+
+    columns = p.dataset.columns
+    ranking = out.build_ranking(n_chunks, cfg.chunk_rows, cfg.shard_rows, columns)
+    timing = {
+        "wall_s": round(wall, 3),
+        "rows_this_run": rows_scored_now,
+        "tokens_this_run": tokens,
+        "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
+        "rows_per_s": round(rows_scored_now / wall, 2) if wall > 0 else None,
+    }
+    counts = {
+        "scored": ranking.scored,
+        "skipped": ranking.skipped,
+        "truncated": ranking.truncated,
+        "undefined_score": ranking.undefined_score,
+    }
+    outputs = {"ranked": ranking.parts, "skipped": "skipped.parquet" if ranking.skipped else None}
+    manifest = build_manifest(p.run, p.device, timing, counts, outputs)
+    out.finish(manifest)
+    return ScoreResult(str(out.root), "complete", manifest, chunks_resumed=len(done))
+
+
+def prepare_rows(
+    frame: pl.DataFrame, start: int, cfg: ScoreConfig, p: _Plan
+) -> tuple[list, list[str], dict[int, Segmented]]:
+    """Rows of one chunk to (uids, status per row, {row: Segmented} for rows to score)."""
+    n = frame.height
+    values = frame[cfg.field].to_list()
+    uids = frame[cfg.id_field].to_list() if cfg.id_field else list(range(start, start + n))
+    status = [SCORED] * n
+    rendered, rendered_rows = [], []
+    for row, value in enumerate(values):
+        try:
+            if uids[row] is None:
+                raise InvalidRow(f"--id-field {cfg.id_field} is null")
+            messages, q_index = build_conversation(value, p.prompt_config)
+            rendered.append(p.renderer.render(messages, q_index))
+            rendered_rows.append(row)
+        except InvalidRow as exc:
+            if not cfg.skip_invalid:
+                raise UserError(
+                    f"{p.dataset.path} row {start + row}: {exc}; fix the row or pass "
+                    "--skip-invalid to skip such rows"
+                ) from exc
+            status[row] = SkipReason.INVALID.value
+    segmented = {}
+    for row, seg in zip(rendered_rows, p.segmenter(rendered), strict=True):
+        result = truncate(seg, cfg.max_length, cfg.on_long)
+        if isinstance(result, SkipReason):
+            status[row] = result.value
+        else:
+            segmented[row] = result
+    return uids, status, segmented
+
+
+def _score_chunk(
+    frame: pl.DataFrame,
+    start: int,
+    cfg: ScoreConfig,
+    p: _Plan,
+    capture: AngleCapture,
+    progress: ScoreProgress,
+) -> tuple[pl.DataFrame, int]:
+    """Score one chunk of rows; returns the chunk with score columns and its token count."""
+    n = frame.height
+    uids, status, segmented = prepare_rows(frame, start, cfg, p)
+    n_layers = len(p.layers)
+    intra = np.full((n, n_layers), np.nan, dtype=np.float32)
+    inter = np.full((n, n_layers), np.nan, dtype=np.float32)
+    lengths = np.zeros((n, 3), dtype=np.int32)
+    rows = list(segmented)
+    tokens = 0
+    for batch_rows in plan_batches([segmented[r].n_tokens for r in rows], p.batch_tokens):
+        members = [rows[i] for i in batch_rows]
+        items = [segmented[r] for r in members]
+        c_intra, c_inter = capture.run(collate(items, p.pad_id))
+        intra[members] = c_intra.numpy()
+        inter[members] = c_inter.numpy()
+        batch_tokens = sum(s.n_tokens for s in items)
+        tokens += batch_tokens
+        progress.advance(len(members), batch_tokens)
+    for r, s in segmented.items():
+        lengths[r] = (s.n_tokens, s.n_prefix, s.n_question)
+    progress.advance(n - len(segmented))
+
+    pos = p.layers.index(p.rank_layer)
+    c_intra = intra[:, pos].astype(np.float64)
+    c_inter = inter[:, pos].astype(np.float64)
+    score = np.zeros(n, dtype=np.float64)
+    # A zero weight drops its term entirely, so a NaN there cannot poison the score.
+    if cfg.w_intra:
+        score += cfg.w_intra * c_intra
+    if cfg.w_inter:
+        score += cfg.w_inter * c_inter
+    uid = frame[cfg.id_field].alias("uid") if cfg.id_field else pl.Series("uid", uids, pl.Int64)
+    new = [
+        uid,
+        pl.Series("score", score),
+        pl.Series("c_intra", c_intra),
+        pl.Series("c_inter", c_inter),
+        pl.Series("c_intra_layers", intra).cast(pl.List(pl.Float32)),
+        pl.Series("c_inter_layers", inter).cast(pl.List(pl.Float32)),
+        pl.Series("n_tokens", lengths[:, 0]),
+        pl.Series("n_prefix", lengths[:, 1]),
+        pl.Series("n_question", lengths[:, 2]),
+        pl.Series("truncated", [r in segmented and segmented[r].truncated for r in range(n)]),
+        pl.Series(ROW, np.arange(start, start + n, dtype=np.int64)),
+        pl.Series(STATUS, status),
+    ]
+    return frame.with_columns(new), tokens
+
+
+def inspect_row(cfg: ScoreConfig, row: int):
+    """Render and segment one row as `score` would; returns (tokenizer, Segmented, uid)."""
+    p = plan(cfg)
+    if not 0 <= row < p.dataset.num_rows:
+        raise UserError(
+            f"--row {row} is out of range; {p.dataset.path} has "
+            f"{p.dataset.num_rows} rows (0..{p.dataset.num_rows - 1})"
+        )
+    chunk = row // cfg.chunk_rows
+    frame = next(f for i, f in p.dataset.iter_chunks(cfg.chunk_rows) if i == chunk)
+    record = frame.row(row - chunk * cfg.chunk_rows, named=True)
+    uid = record[cfg.id_field] if cfg.id_field else row
+    try:
+        messages, q_index = build_conversation(record[cfg.field], p.prompt_config)
+    except InvalidRow as exc:
+        raise UserError(f"{p.dataset.path} row {row}: {exc}") from exc
+    (seg,) = p.segmenter([p.renderer.render(messages, q_index)])
+    return p.segmenter.tokenizer, seg, uid

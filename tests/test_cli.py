@@ -1,0 +1,139 @@
+"""The command line: every user mistake is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .helpers import run_cli
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "q.jsonl"
+    rows = [{"id": f"q{i}", "question": f"What is {i} + {i}?"} for i in range(6)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def _score(model, data, out, *extra):
+    return ["score", "--model", model, "--data", data, "--out", out, "--dtype", "fp32", *extra]
+
+
+def _one_line_error(code, err, *needles):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_help_is_fast_and_lists_commands(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "--help")
+    assert code == 0 and "score" in out and "inspect" in out and "show" in out
+
+
+def test_score_json_summary_and_show(monkeypatch, capsys, tiny_model_dir, data, tmp_path):
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(monkeypatch, capsys, *_score(tiny_model_dir, data, out,
+                              "--field", "question", "--id-field", "id", "--json"))
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["status"] == "complete" and summary["scored"] == 6 and summary["rows"] == 6
+    code, stdout, _ = run_cli(monkeypatch, capsys, "show", out, "-n", "2")
+    assert code == 0 and "top 2" in stdout and "bottom 2" in stdout and "What is" in stdout
+
+
+def test_inspect_shows_segments(monkeypatch, capsys, tiny_model_dir, data):
+    code, stdout, _ = run_cli(monkeypatch, capsys, "inspect", "--model", tiny_model_dir,
+                              "--data", data, "--field", "question", "--row", "3")
+    assert code == 0
+    assert "What is 3 + 3?" in stdout and "prefix" in stdout and "question" in stdout
+
+
+@pytest.mark.parametrize(
+    "case,needles",
+    [
+        ("missing-data", ["not found", "--data"]),
+        ("data-dir", ["directory"]),
+        ("malformed-line", [":2:", "malformed JSON"]),
+        ("missing-field", ["no column 'prompt'", "--field"]),
+        ("empty-question", ["row 1", "empty question", "--skip-invalid"]),
+        ("missing-model", ["not found", "never downloaded"]),
+        ("model-dir-no-config", ["no config.json"]),
+        ("bad-layer", ["layer 7 does not exist", "3 layers"]),
+        ("bad-layer-syntax", ["--layers"]),
+        ("out-is-file", ["is a file"]),
+        ("bad-prompt-config", ["prompt config"]),
+        ("duplicate-ids", ["repeated values"]),
+    ],
+)
+def test_user_errors(monkeypatch, capsys, tiny_model_dir, data, tmp_path, case, needles):
+    out = tmp_path / "out"
+    model, path, extra = tiny_model_dir, data, ["--field", "question"]
+    if case == "missing-data":
+        path = tmp_path / "nope.jsonl"
+    elif case == "data-dir":
+        path = tmp_path
+    elif case == "malformed-line":
+        path = tmp_path / "bad.jsonl"
+        path.write_text('{"question": "ok"}\n{"question": oops}\n')
+    elif case == "missing-field":
+        extra = []
+    elif case == "empty-question":
+        path = tmp_path / "empty.jsonl"
+        path.write_text('{"question": "fine?"}\n{"question": "   "}\n')
+    elif case == "missing-model":
+        model = tmp_path / "no-such-model"
+    elif case == "model-dir-no-config":
+        model = tmp_path
+    elif case == "bad-layer":
+        extra += ["--layers", "0,7"]
+    elif case == "bad-layer-syntax":
+        extra += ["--layers", "first"]
+    elif case == "out-is-file":
+        out = tmp_path / "file.txt"
+        out.write_text("keep me")
+    elif case == "bad-prompt-config":
+        extra += ["--prompt-config", tmp_path / "missing.toml"]
+    elif case == "duplicate-ids":
+        path = tmp_path / "dup.jsonl"
+        path.write_text('{"id": 1, "question": "a?"}\n{"id": 1, "question": "b?"}\n')
+        extra += ["--id-field", "id"]
+    code, _, err = run_cli(monkeypatch, capsys, *_score(model, path, out, *extra))
+    _one_line_error(code, err, *needles)
+    if case == "out-is-file":
+        assert out.read_text() == "keep me"
+    else:
+        assert not (out / "manifest.json").exists()
+
+
+def test_unsupported_model_is_refused(monkeypatch, capsys, tmp_path, data):
+    from transformers import BertConfig, BertModel
+
+    model_dir = tmp_path / "bert"
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, vocab_size=100)).save_pretrained(model_dir)
+    code, _, err = run_cli(monkeypatch, capsys, *_score(model_dir, data, tmp_path / "o",
+                                                        "--field", "question"))
+    _one_line_error(code, err, "decoder-only")
+
+
+def test_foreign_output_folder_is_left_alone(monkeypatch, capsys, tiny_model_dir, data, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("important")
+    code, _, err = run_cli(monkeypatch, capsys, *_score(tiny_model_dir, data, out, "--field", "question"))
+    _one_line_error(code, err, "not empty")
+    assert (out / "notes.txt").read_text() == "important"
+
+
+def test_debug_env_shows_traceback(monkeypatch, capsys, tmp_path):
+    from anglecurate.errors import UserError
+
+    monkeypatch.setenv("ANGLECURATE_DEBUG", "1")
+    with pytest.raises(UserError):
+        run_cli(monkeypatch, capsys, "score", "--model", "x", "--data", tmp_path / "none.json",
+                "--out", tmp_path / "o")

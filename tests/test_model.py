@@ -1,0 +1,73 @@
+"""Model structure discovery across families, options that select layers and dtypes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anglecurate.config import parse_layers, ranking_layer
+from anglecurate.errors import UserError
+from anglecurate.model import load_config, load_model, resolve_dtype, resolve_source
+
+from .conftest import build_tiny_model
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
+def test_layers_and_mlps_found_by_structure(tmp_path, family):
+    path = build_tiny_model(family, 300, tmp_path / family)
+    source = resolve_source(str(path))
+    config = load_config(source)
+    model = load_model(source, config, torch.float32, torch.device("cpu"))
+    assert model.num_layers == 3
+    # the structural rule picks exactly the feed-forward block of each decoder layer
+    assert all(mlp is layer.mlp for mlp, layer in zip(model.mlps, model.layers, strict=True))
+
+
+def test_stop_early_skips_the_layers_above(tmp_path):
+    from anglecurate.capture import Batch, angle_capture
+
+    path = build_tiny_model("llama", 300, tmp_path / "m")
+    source = resolve_source(str(path))
+    model = load_model(source, load_config(source), torch.float32, torch.device("cpu"))
+    calls = []
+    handles = [m.register_forward_pre_hook(lambda *_a, i=i: calls.append(i))
+               for i, m in enumerate(model.mlps)]
+    masks = torch.zeros(1, 2, 6)
+    masks[0, 0, :2], masks[0, 1, 2:5] = 1, 1
+    batch = Batch(torch.arange(6).unsqueeze(0), torch.ones(1, 6, dtype=torch.long), masks)
+    try:
+        with angle_capture(model, [0, 1]) as capture:
+            intra, inter = capture.run(batch)
+        assert calls == [0, 1]  # layer 2 never ran
+        assert intra.shape == (1, 2) and inter.shape == (1, 2)
+    finally:
+        for h in handles:
+            h.remove()
+    # the capture hooks are gone once the context exits
+    assert all(not m._forward_pre_hooks for m in model.mlps)
+
+
+def test_parse_layers():
+    assert parse_layers("all", 4) == [0, 1, 2, 3]
+    assert parse_layers("last", 4) == [3]
+    assert parse_layers("0, -1,2,-1", 4) == [0, 2, 3]
+    with pytest.raises(UserError, match="does not exist"):
+        parse_layers("4", 4)
+    with pytest.raises(UserError, match="does not exist"):
+        parse_layers("-5", 4)
+    with pytest.raises(UserError, match="comma-separated"):
+        parse_layers("1;2", 4)
+    assert ranking_layer(None, [0, 2], 4) == 2
+    assert ranking_layer(-4, [0, 2], 4) == 0
+    with pytest.raises(UserError, match="not among"):
+        ranking_layer(1, [0, 2], 4)
+
+
+def test_dtype_resolution(tmp_path):
+    path = build_tiny_model("llama", 300, tmp_path / "m")
+    config = load_config(resolve_source(str(path)))
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", config, cpu) == torch.float32
+    assert resolve_dtype("bf16", config, cpu) == torch.bfloat16
+    config.dtype = torch.float16
+    assert resolve_dtype("auto", config, cpu) == torch.float32  # no fp16 matmuls on CPU
