@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -24,14 +24,14 @@ app = typer.Typer(
 )
 
 
-class DType(str, Enum):
+class DType(StrEnum):
     auto = "auto"
     bf16 = "bf16"
     fp32 = "fp32"
     fp16 = "fp16"
 
 
-class OnLong(str, Enum):
+class OnLong(StrEnum):
     skip = "skip"
     truncate = "truncate"
 

@@ -119,7 +119,8 @@ def _line_batches(path: Path, size: int) -> Iterator[tuple[int, list[str]]]:
 
 def _parse_lines(lines: list[str], path: Path, first_line: int, schema=None) -> pl.DataFrame:
     try:
-        return pl.read_ndjson(io.StringIO("".join(lines)), schema=schema)
+        # Without a schema (the inference pass) every line counts, not only the first 100.
+        return pl.read_ndjson(io.StringIO("".join(lines)), schema=schema, infer_schema_length=None)
     except Exception as exc:
         # Name the offending line: polars' own error does not.
         for offset, line in enumerate(lines):

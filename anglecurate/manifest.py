@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import torch
 
@@ -53,7 +53,7 @@ def same_run(previous: dict, current: dict) -> list[str]:
 def build_manifest(run: dict, device: torch.device, timing: dict, counts: dict, outputs: dict) -> dict:
     return {
         "anglecurate_version": anglecurate.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": sys.argv,
         "score_definition": SCORE_DEFINITION,
         "run": run,

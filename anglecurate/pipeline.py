@@ -151,19 +151,20 @@ def plan(cfg: ScoreConfig) -> _Plan:
         "shard_rows": cfg.shard_rows,
     }
     return _Plan(
-        dataset,
-        kind,
-        prompt_config,
-        renderer,
-        Segmenter(tokenizer),
-        layers,
-        rank_layer,
-        run,
-        source,
-        model_config,
-        device,
-        dtype,
-        pad_id,
+        dataset=dataset,
+        kind=kind,
+        prompt_config=prompt_config,
+        renderer=renderer,
+        segmenter=Segmenter(tokenizer),
+        layers=layers,
+        rank_layer=rank_layer,
+        run=run,
+        source=source,
+        model_config=model_config,
+        device=device,
+        dtype=dtype,
+        pad_id=pad_id,
+        batch_tokens=batch_budget(cfg.max_batch_tokens, device.type),
     )
 
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-
-import tomllib
 
 from anglecurate.errors import UserError
 

@@ -12,13 +12,13 @@ Nothing depends on a template's layout or on hard-coded offsets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from anglecurate.errors import UserError
 from anglecurate.prompt import RenderedPrompt
 
 
-class SkipReason(str, Enum):
+class SkipReason(StrEnum):
     """Why a row was not scored; the value is what the manifest and skipped file record."""
 
     TOO_LONG = "too_long"  # longer than --max-length with --on-long skip

@@ -49,8 +49,13 @@ def build_tiny_model(family: str, vocab_size: int, out: Path) -> Path:
 
     config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}[family]
     config = config_cls(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=160, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
         tie_word_embeddings=True,
     )
     torch.manual_seed(0)

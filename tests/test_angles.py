@@ -70,7 +70,9 @@ def test_identical_tokens_give_one_and_opposite_give_minus_one():
     x = torch.stack([v, v, v, -v]).unsqueeze(0)
     masks = torch.tensor([[[1.0, 0, 0, 0], [0, 1.0, 1.0, 0]]])
     sums, sq = segment_unit_sums(x, masks)
-    intra, inter = angles_from_sums(sums[:, 0], sums[:, 1], sq[:, 1], torch.tensor([1.0]), torch.tensor([2.0]))
+    intra, inter = angles_from_sums(
+        sums[:, 0], sums[:, 1], sq[:, 1], torch.tensor([1.0]), torch.tensor([2.0])
+    )
     assert intra.item() == pytest.approx(1.0, abs=1e-6)
     assert inter.item() == pytest.approx(1.0, abs=1e-6)
     masks = torch.tensor([[[1.0, 0, 0, 0], [0, 0, 0, 1.0]]])

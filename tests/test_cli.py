@@ -37,8 +37,11 @@ def test_help_is_fast_and_lists_commands(monkeypatch, capsys):
 
 def test_score_json_summary_and_show(monkeypatch, capsys, tiny_model_dir, data, tmp_path):
     out = tmp_path / "out"
-    code, stdout, _ = run_cli(monkeypatch, capsys, *_score(tiny_model_dir, data, out,
-                              "--field", "question", "--id-field", "id", "--json"))
+    code, stdout, _ = run_cli(
+        monkeypatch,
+        capsys,
+        *_score(tiny_model_dir, data, out, "--field", "question", "--id-field", "id", "--json"),
+    )
     assert code == 0
     summary = json.loads(stdout)
     assert summary["status"] == "complete" and summary["scored"] == 6 and summary["rows"] == 6
@@ -47,8 +50,19 @@ def test_score_json_summary_and_show(monkeypatch, capsys, tiny_model_dir, data, 
 
 
 def test_inspect_shows_segments(monkeypatch, capsys, tiny_model_dir, data):
-    code, stdout, _ = run_cli(monkeypatch, capsys, "inspect", "--model", tiny_model_dir,
-                              "--data", data, "--field", "question", "--row", "3")
+    code, stdout, _ = run_cli(
+        monkeypatch,
+        capsys,
+        "inspect",
+        "--model",
+        tiny_model_dir,
+        "--data",
+        data,
+        "--field",
+        "question",
+        "--row",
+        "3",
+    )
     assert code == 0
     assert "What is 3 + 3?" in stdout and "prefix" in stdout and "question" in stdout
 
@@ -110,14 +124,23 @@ def test_user_errors(monkeypatch, capsys, tiny_model_dir, data, tmp_path, case, 
         assert not (out / "manifest.json").exists()
 
 
-def test_unsupported_model_is_refused(monkeypatch, capsys, tmp_path, data):
+def test_unsupported_model_is_refused(monkeypatch, capsys, tmp_path, data, tokenizer):
     from transformers import BertConfig, BertModel
 
     model_dir = tmp_path / "bert"
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, vocab_size=100)).save_pretrained(model_dir)
-    code, _, err = run_cli(monkeypatch, capsys, *_score(model_dir, data, tmp_path / "o",
-                                                        "--field", "question"))
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=len(tokenizer),
+    )
+    BertModel(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)  # so that only the architecture is wrong
+    template = tmp_path / "t.jinja"
+    template.write_text(tokenizer.chat_template)
+    args = _score(model_dir, data, tmp_path / "o", "--field", "question", "--chat-template", template)
+    code, _, err = run_cli(monkeypatch, capsys, *args)
     _one_line_error(code, err, "decoder-only")
 
 
@@ -135,5 +158,14 @@ def test_debug_env_shows_traceback(monkeypatch, capsys, tmp_path):
 
     monkeypatch.setenv("ANGLECURATE_DEBUG", "1")
     with pytest.raises(UserError):
-        run_cli(monkeypatch, capsys, "score", "--model", "x", "--data", tmp_path / "none.json",
-                "--out", tmp_path / "o")
+        run_cli(
+            monkeypatch,
+            capsys,
+            "score",
+            "--model",
+            "x",
+            "--data",
+            tmp_path / "none.json",
+            "--out",
+            tmp_path / "o",
+        )

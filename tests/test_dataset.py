@@ -66,8 +66,9 @@ def test_duplicates_found(tmp_path):
     assert sorted(open_dataset(path).duplicates("id")) == [0, 1]
 
 
-@pytest.mark.parametrize("content,needle", [("", "no rows"), ("[1, 2]", "array of objects"),
-                                             ("[{\"a\": 1},", "malformed JSON")])
+@pytest.mark.parametrize(
+    "content,needle", [("", "no rows"), ("[1, 2]", "array of objects"), ('[{"a": 1},', "malformed JSON")]
+)
 def test_bad_json_files(tmp_path, content, needle):
     path = tmp_path / "d.json"
     path.write_text(content)

@@ -23,8 +23,12 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _peak_kib(model, data, out) -> int:
-    done = subprocess.run([sys.executable, "-c", PEAK, str(model), str(data), str(out)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK, str(model), str(data), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(done.stdout.strip().splitlines()[-1])
 
 

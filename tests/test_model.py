@@ -30,8 +30,9 @@ def test_stop_early_skips_the_layers_above(tmp_path):
     source = resolve_source(str(path))
     model = load_model(source, load_config(source), torch.float32, torch.device("cpu"))
     calls = []
-    handles = [m.register_forward_pre_hook(lambda *_a, i=i: calls.append(i))
-               for i, m in enumerate(model.mlps)]
+    handles = [
+        m.register_forward_pre_hook(lambda *_a, i=i: calls.append(i)) for i, m in enumerate(model.mlps)
+    ]
     masks = torch.zeros(1, 2, 6)
     masks[0, 0, :2], masks[0, 1, 2:5] = 1, 1
     batch = Batch(torch.arange(6).unsqueeze(0), torch.ones(1, 6, dtype=torch.long), masks)

@@ -26,8 +26,15 @@ def test_smollm2_matches_naive_recomputation(tmp_path, source):
         data = tmp_path / "math.json"
         data.write_text(json.dumps(json.loads(shared_file("math_train.json").read_text())[:12]))
         field = "problem"
-    cfg = ScoreConfig(model="builtin:smollm2", data=str(data), out=str(tmp_path / "out"),
-                      field=field, layers="0,15,-1", dtype="fp32", max_batch_tokens=2048)
+    cfg = ScoreConfig(
+        model="builtin:smollm2",
+        data=str(data),
+        out=str(tmp_path / "out"),
+        field=field,
+        layers="0,15,-1",
+        dtype="fp32",
+        max_batch_tokens=2048,
+    )
     result = score(cfg)
     assert result.manifest["run"]["model"]["num_layers"] == 30
     assert result.manifest["run"]["layers"] == [0, 15, 29]

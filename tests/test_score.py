@@ -36,8 +36,9 @@ def _cfg(model, data, out, **kw) -> ScoreConfig:
 
 
 def test_json_rows_ranked_and_exact(tiny_model_dir, math_json, tmp_path):
-    cfg = _cfg(tiny_model_dir, math_json, tmp_path / "out", field="problem", chunk_rows=16,
-               max_batch_tokens=4096)
+    cfg = _cfg(
+        tiny_model_dir, math_json, tmp_path / "out", field="problem", chunk_rows=16, max_batch_tokens=4096
+    )
     result = score(cfg)
     ranked = read_ranked(tmp_path / "out")
     original = pl.read_json(math_json)
@@ -65,8 +66,7 @@ def test_json_rows_ranked_and_exact(tiny_model_dir, math_json, tmp_path):
 
 def test_verl_messages_keep_every_column(tiny_model_dir, verl_parquet, tmp_path):
     out = tmp_path / "out"
-    score(_cfg(tiny_model_dir, verl_parquet, out, layers="0,-1", rank_layer=0, w_inter=8.0,
-               shard_rows=7))
+    score(_cfg(tiny_model_dir, verl_parquet, out, layers="0,-1", rank_layer=0, w_inter=8.0, shard_rows=7))
     parts = sorted((out / "ranked").glob("part-*.parquet"))
     assert [pl.read_parquet(p).height for p in parts] == [7, 7, 7, 7, 2]
     ranked = read_ranked(out)
@@ -132,8 +132,9 @@ def test_long_prompts_skipped_or_truncated_and_counted(tiny_model_dir, math_json
     skipped = pl.read_parquet(tmp_path / "b" / "skipped.parquet")
     assert skipped.height == too_long and set(skipped["skip_reason"]) == {"too_long"}
     assert "problem" in skipped.columns
-    cut = score(_cfg(tiny_model_dir, math_json, tmp_path / "c", field="problem", max_length=limit,
-                     on_long="truncate"))
+    cut = score(
+        _cfg(tiny_model_dir, math_json, tmp_path / "c", field="problem", max_length=limit, on_long="truncate")
+    )
     assert cut.manifest["counts"]["truncated"] == too_long
     truncated = read_ranked(tmp_path / "c").filter(pl.col("truncated"))
     assert truncated.height == too_long and (truncated["n_tokens"] == limit).all()
@@ -141,8 +142,11 @@ def test_long_prompts_skipped_or_truncated_and_counted(tiny_model_dir, math_json
 
 def test_undefined_scores_rank_last(tiny_model_dir, tmp_path):
     data = tmp_path / "d.jsonl"
-    rows = [{"q": "What is the sum of the first ten odd numbers?"}, {"q": "7"},
-            {"q": "Prove that there are infinitely many primes."}]
+    rows = [
+        {"q": "What is the sum of the first ten odd numbers?"},
+        {"q": "7"},
+        {"q": "Prove that there are infinitely many primes."},
+    ]
     data.write_text("\n".join(json.dumps(r) for r in rows))
     result = score(_cfg(tiny_model_dir, data, tmp_path / "out", field="q"))
     ranked = read_ranked(tmp_path / "out")

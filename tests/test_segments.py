@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from anglecurate.errors import UserError
-from anglecurate.prompt import InvalidRow, PromptConfig, PromptRenderer, build_conversation, load_prompt_config
+from anglecurate.prompt import (
+    InvalidRow,
+    PromptConfig,
+    PromptRenderer,
+    build_conversation,
+    load_prompt_config,
+)
 from anglecurate.segments import Segmenter, SkipReason, truncate
 
 QWEN2 = (
@@ -33,14 +39,17 @@ SHOTS_ONLY = PromptConfig(name="shots", shots=(("What is 1+1?", "It is \\boxed{2
 QUESTIONS = [
     "Compute $\\sqrt{49}$.",
     "  Find x if 2x + 3 = 7.\n",
-    "def f(x):\n    \"\"\"Return x squared.\"\"\"\n",
+    'def f(x):\n    """Return x squared."""\n',
     "7",
 ]
 
 
 def _configs(template_name):
-    configs = {"default": load_prompt_config("default"), "none": load_prompt_config("none"),
-               "shots": SHOTS_ONLY}
+    configs = {
+        "default": load_prompt_config("default"),
+        "none": load_prompt_config("none"),
+        "shots": SHOTS_ONLY,
+    }
     if template_name == "mistral":
         del configs["default"]  # no system role in this template (tested below)
     return configs
@@ -77,8 +86,12 @@ def test_segments_cover_the_question_exactly(tokenizer, template_name, question)
 
 def test_message_rows_keep_their_system_message(tokenizer):
     renderer = PromptRenderer(tokenizer, QWEN2)
-    row = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q one"},
-           {"role": "assistant", "content": "A one"}, {"role": "user", "content": "Q two?"}]
+    row = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Q one"},
+        {"role": "assistant", "content": "A one"},
+        {"role": "user", "content": "Q two?"},
+    ]
     messages, q_index = build_conversation(row, load_prompt_config("default"))
     assert messages == row and q_index == 3
     rendered = renderer.render(messages, q_index)
@@ -117,8 +130,18 @@ def test_model_without_chat_template_is_refused(tokenizer):
         PromptRenderer(NoTemplate())
 
 
-@pytest.mark.parametrize("value", ["", "   ", None, 3, [{"role": "assistant", "content": "x"}],
-                                   [{"role": "user", "content": " "}], [{"role": "user"}]])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "   ",
+        None,
+        3,
+        [{"role": "assistant", "content": "x"}],
+        [{"role": "user", "content": " "}],
+        [{"role": "user"}],
+    ],
+)
 def test_invalid_rows(value):
     with pytest.raises(InvalidRow):
         build_conversation(value, load_prompt_config("default"))
