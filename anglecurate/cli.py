@@ -104,8 +104,12 @@ def score(
         trust_remote_code=trust_remote_code,
     )
     show = not quiet and not json_out
-    with ScoreProgress(enabled=show and sys.stderr.isatty()) as progress:
-        result = run_score(cfg, progress)
+    try:
+        with ScoreProgress(enabled=show and sys.stderr.isatty()) as progress:
+            result = run_score(cfg, progress)
+    except KeyboardInterrupt:
+        print("interrupted: finished chunks are kept; rerun the same command to resume", file=sys.stderr)
+        raise typer.Exit(130) from None
     if json_out:
         print(json.dumps(result.summary(), default=str))
     elif not quiet:

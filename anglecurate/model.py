@@ -63,39 +63,44 @@ def resolve_source(spec: str) -> ModelSource:
     )
 
 
-def _offline() -> None:
-    # Belt and braces: local_files_only already avoids the hub; these stop every other path.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    # Our own progress bar and errors speak for the run; transformers' bars and advice do not.
+@contextmanager
+def _hub_sealed():
+    """Offline and quiet while transformers loads files; everything restored afterwards.
+
+    ``local_files_only`` already keeps loading off the hub; the offline variables stop any
+    other path. Our own progress bar and errors speak for the run, so transformers' logging
+    and the tqdm bar that GGUF dequantisation draws are silenced meanwhile.
+    """
     from transformers.utils import logging
 
+    overrides = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    saved_env = {k: os.environ.get(k) for k in overrides}
+    saved_verbosity = logging.get_verbosity()
+    bars_enabled = logging.is_progress_bar_enabled()
+    os.environ.update(overrides)
     logging.set_verbosity_error()
     logging.disable_progress_bar()
-
-
-@contextmanager
-def _no_tqdm():
-    """GGUF dequantisation draws a tqdm bar of its own; our progress display owns stderr."""
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        logging.set_verbosity(saved_verbosity)
+        if bars_enabled:
+            logging.enable_progress_bar()
 
 
 def load_config(source: ModelSource, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
-    _offline()
     try:
-        config = AutoConfig.from_pretrained(
-            source.directory, trust_remote_code=trust_remote_code, **source.load_kwargs
-        )
+        with _hub_sealed():
+            config = AutoConfig.from_pretrained(
+                source.directory, trust_remote_code=trust_remote_code, **source.load_kwargs
+            )
     except Exception as exc:
         raise UserError(f"cannot read the model config at {source.path}: {_first_line(exc)}") from exc
     if getattr(config, "is_encoder_decoder", False):
@@ -114,11 +119,11 @@ def load_config(source: ModelSource, trust_remote_code: bool = False):
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    _offline()
     try:
-        return AutoTokenizer.from_pretrained(
-            source.directory, trust_remote_code=trust_remote_code, **source.load_kwargs
-        )
+        with _hub_sealed():
+            return AutoTokenizer.from_pretrained(
+                source.directory, trust_remote_code=trust_remote_code, **source.load_kwargs
+            )
     except Exception as exc:
         raise UserError(f"cannot load the tokenizer at {source.path}: {_first_line(exc)}") from exc
 
@@ -189,9 +194,8 @@ def load_model(
 ) -> LoadedModel:
     from transformers import AutoModel
 
-    _offline()
     try:
-        with _no_tqdm():
+        with _hub_sealed():
             base = AutoModel.from_pretrained(
                 source.directory,
                 config=config,
