@@ -218,13 +218,20 @@ def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResul
     t0 = time.perf_counter()
     tokens = 0
     rows_scored_now = 0
-    with angle_capture(model, p.layers) as capture:
-        progress.start("scoring", total=p.dataset.num_rows, completed=done_rows)
-        for index, frame in p.dataset.iter_chunks(cfg.chunk_rows, skip=done):
-            scored, n_tokens = _score_chunk(frame, index * cfg.chunk_rows, cfg, p, capture, progress)
-            out.write_chunk(index, scored)
-            tokens += n_tokens
-            rows_scored_now += frame.height
+    try:
+        with angle_capture(model, p.layers) as capture:
+            progress.start("scoring", total=p.dataset.num_rows, completed=done_rows)
+            for index, frame in p.dataset.iter_chunks(cfg.chunk_rows, skip=done):
+                scored, n_tokens = _score_chunk(frame, index * cfg.chunk_rows, cfg, p, capture, progress)
+                out.write_chunk(index, scored)
+                tokens += n_tokens
+                rows_scored_now += frame.height
+    except UserError:
+        # A bad row found before anything was scored leaves no trace, so the fixed data can
+        # be scored into the same folder; finished chunks are kept for a resume otherwise.
+        if not out.done_chunks():
+            out.discard_empty_start()
+        raise
     wall = time.perf_counter() - t0
 
     columns = p.dataset.columns

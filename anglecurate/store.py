@@ -133,6 +133,12 @@ class OutputDir:
             stale.unlink(missing_ok=True)
         atomic_write_json(run, self.run_path)
 
+    def discard_empty_start(self) -> None:
+        """Undo :meth:`start` when no chunk was written; remove OUT if it is left empty."""
+        shutil.rmtree(self.work, ignore_errors=True)
+        if self.root.is_dir() and not any(self.root.iterdir()):
+            self.root.rmdir()
+
     def write_chunk(self, index: int, frame: pl.DataFrame) -> None:
         atomic_write_parquet(frame, self.chunk_path(index))
 

@@ -12,13 +12,19 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The shared data folder sits beside the repository (../shared/data); override with
+# ANGLECURATE_TEST_DATA when it lives elsewhere.
+SHARED_DATA = Path(
+    os.environ.get("ANGLECURATE_TEST_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 
 
 def shared_file(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.exists():
-        pytest.skip(f"{path} is absent (the shared data folder ships beside the repository)")
+        pytest.skip(
+            f"{path} is absent: put the shared data folder beside the repository or set ANGLECURATE_TEST_DATA"
+        )
     return path
 
 

@@ -121,7 +121,7 @@ def test_user_errors(monkeypatch, capsys, tiny_model_dir, data, tmp_path, case, 
     if case == "out-is-file":
         assert out.read_text() == "keep me"
     else:
-        assert not (out / "manifest.json").exists()
+        assert not out.exists()  # a refused run leaves nothing behind
 
 
 def test_unsupported_model_is_refused(monkeypatch, capsys, tmp_path, data, tokenizer):
@@ -140,6 +140,7 @@ def test_unsupported_model_is_refused(monkeypatch, capsys, tmp_path, data, token
     template = tmp_path / "t.jinja"
     template.write_text(tokenizer.chat_template)
     args = _score(model_dir, data, tmp_path / "o", "--field", "question", "--chat-template", template)
+    capsys.readouterr()  # drop transformers' save progress bar
     code, _, err = run_cli(monkeypatch, capsys, *args)
     _one_line_error(code, err, "decoder-only")
 
