@@ -76,8 +76,9 @@ def print_ranking_ends(console: Console, out: Path, n: int) -> None:
     layer = manifest["run"]["rank_layer"]
     for title, frame in ((f"top {n} (highest score)", top), (f"bottom {n} (lowest score)", bottom)):
         table = Table(title=f"{title}, layer {layer}", title_justify="left")
-        for col in ("rank", "uid", "score", "c_intra", "c_inter", "n_q", "question"):
-            table.add_column(col, overflow="fold" if col == "question" else "ellipsis")
+        for col in ("rank", "uid", "score", "c_intra", "c_inter", "n_q"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("question", ratio=1, min_width=30)
         for row in frame.iter_rows(named=True):
             table.add_row(
                 str(row["rank"]),

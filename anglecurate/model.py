@@ -63,6 +63,14 @@ def resolve_source(spec: str) -> ModelSource:
     )
 
 
+def _gguf_utils():
+    try:
+        from transformers import modeling_gguf_pytorch_utils
+    except ImportError:  # older or newer layouts: nothing to silence
+        return None
+    return modeling_gguf_pytorch_utils
+
+
 @contextmanager
 def _hub_sealed():
     """Offline and quiet while transformers loads files; everything restored afterwards.
@@ -80,9 +88,15 @@ def _hub_sealed():
     os.environ.update(overrides)
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    gguf_utils = _gguf_utils()
+    gguf_tqdm = getattr(gguf_utils, "tqdm", None) if gguf_utils else None
+    if gguf_tqdm is not None:  # it reads TQDM_DISABLE only at import, so swap it out
+        gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
     try:
         yield
     finally:
+        if gguf_tqdm is not None:
+            gguf_utils.tqdm = gguf_tqdm
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -146,7 +160,10 @@ def config_hash(config) -> str:
 
 
 def checkpoint_dtype(config) -> torch.dtype:
-    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    # transformers 5 names it ``dtype`` and warns on ``torch_dtype``; 4.x has only the latter.
+    dtype = config.dtype if hasattr(type(config), "dtype") or "dtype" in vars(config) else None
+    if dtype is None and "torch_dtype" in vars(config):
+        dtype = vars(config)["torch_dtype"]
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None)
     return dtype if isinstance(dtype, torch.dtype) else torch.float32

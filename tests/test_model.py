@@ -70,5 +70,7 @@ def test_dtype_resolution(tmp_path):
     cpu = torch.device("cpu")
     assert resolve_dtype("auto", config, cpu) == torch.float32
     assert resolve_dtype("bf16", config, cpu) == torch.bfloat16
+    config.dtype = torch.bfloat16
+    assert resolve_dtype("auto", config, cpu) == torch.bfloat16  # the checkpoint's dtype
     config.dtype = torch.float16
     assert resolve_dtype("auto", config, cpu) == torch.float32  # no fp16 matmuls on CPU
