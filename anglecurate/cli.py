@@ -159,6 +159,72 @@ def show(
     print_ranking_ends(Console(), out, n)
 
 
+schedule_app = typer.Typer(
+    help="Turn a ranking into epoch schedules (GAIN-RL's Gaussian sampler).",
+    invoke_without_command=True,
+    no_args_is_help=True,
+)
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.callback()
+def schedule(
+    ctx: typer.Context,
+    ranking: Path = typer.Option(None, help="Output folder of `anglecurate score`."),
+    out: Path = typer.Option(None, help="Schedule folder to write (schedule.parquet, state.json)."),
+    epochs: int = typer.Option(1, help="Epochs to draw now; 1 for a closed loop driven by `update`."),
+    per_epoch: int = typer.Option(None, help="Distinct examples per epoch (K)."),
+    seed: int = typer.Option(0, help="Seed of the sampler's generator."),
+    step: float = typer.Option(None, help="Open loop: move the centre this many ranks per epoch."),
+    assume_accuracy: float = typer.Option(None, help="Open loop: GAIN-RL update with this accuracy."),
+    assume_angle: float = typer.Option(0.0, help="Open loop: angle term of that update."),
+    n: float = typer.Option(500.0, help="Update scale n."),
+    alpha: float = typer.Option(2.0, help="Update sharpness alpha."),
+    beta: float = typer.Option(0.5, help="Target accuracy beta."),
+    adj_min: float = typer.Option(0.0, help="Smallest move of the centre per epoch."),
+    adj_max: float = typer.Option(1000.0, help="Largest move of the centre per epoch."),
+    sigma: float = typer.Option(1000.0, help="Width of the Gaussian over ranks."),
+    mu0: float = typer.Option(0.0, help="Initial centre (rank)."),
+    shuffle: bool = typer.Option(False, help="Shuffle within an epoch instead of rank order."),
+    overwrite: bool = typer.Option(False, help="Replace a schedule already in --out."),
+) -> None:
+    """Draw epochs from a ranking into a schedule folder."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from anglecurate.errors import UserError
+    from anglecurate.sampler import SamplerParams
+    from anglecurate.schedule import create_schedule
+
+    if ranking is None or out is None or per_epoch is None:
+        raise UserError("anglecurate schedule needs --ranking, --out and --per-epoch")
+    params = SamplerParams(
+        n=n, alpha=alpha, beta=beta, adj_min=adj_min, adj_max=adj_max, sigma=sigma, mu0=mu0, shuffle=shuffle
+    )
+    frame = create_schedule(
+        ranking, out, epochs, per_epoch, seed, params, step, assume_accuracy, assume_angle, overwrite
+    )
+    print(f"wrote {frame['epoch'].n_unique()} epochs of {per_epoch} to {out}")
+
+
+@schedule_app.command("update")
+def schedule_update(
+    schedule_dir: Path = typer.Option(..., "--schedule", help="Schedule folder to extend."),
+    feedback: Path = typer.Option(
+        ..., help="Feedback file: uid, reward[, angle] rows, or accuracy[, angle]."
+    ),
+    reward_min: float = typer.Option(0.0, help="Reward that means 'wrong' (normalised to 0)."),
+    reward_max: float = typer.Option(1.0, help="Reward that means 'right' (normalised to 1)."),
+) -> None:
+    """Apply one epoch's training feedback and append the next epoch."""
+    from anglecurate.schedule import update_schedule
+
+    new, info = update_schedule(schedule_dir, feedback, reward_min, reward_max)
+    print(
+        f"epoch {info['epoch']}: accuracy {info['accuracy']:.3f}, angle {info['angle']:.3f}, "
+        f"centre moved to rank {info['mu']:.1f}; {new.height} examples appended"
+    )
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     from anglecurate.errors import UserError

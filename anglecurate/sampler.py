@@ -99,6 +99,11 @@ class GaussianSampler:
         self.mu = self._clamp_mu(self.mu + self.step(accuracy, angle))
         return self.mu
 
+    def shift(self, delta: float) -> float:
+        """Move the centre by a fixed amount (open-loop schedules); returns the new ``mu``."""
+        self.mu = self._clamp_mu(self.mu + delta)
+        return self.mu
+
     def state_dict(self) -> dict:
         return {
             "num_items": self.num_items,

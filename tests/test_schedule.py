@@ -1,0 +1,112 @@
+"""`anglecurate schedule`: open-loop and closed-loop schedules from a real ranking."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import polars as pl
+import pytest
+
+from anglecurate.config import ScoreConfig
+from anglecurate.pipeline import score
+from anglecurate.sampler import SamplerParams
+from anglecurate.schedule import create_schedule, update_schedule
+
+from .helpers import read_ranked, run_cli
+
+
+@pytest.fixture(scope="module")
+def ranking(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rank")
+    data = root / "q.jsonl"
+    data.write_text(
+        "\n".join(json.dumps({"id": f"q{i}", "prompt": f"What is {i} squared plus {i}?"}) for i in range(40))
+    )
+    out = root / "out"
+    score(ScoreConfig(model=str(tiny_model_dir), data=str(data), out=str(out), id_field="id", dtype="fp32"))
+    return out
+
+
+def test_open_loop_walks_the_ranking(ranking, tmp_path):
+    params = SamplerParams(sigma=4.0)
+    frame = create_schedule(ranking, tmp_path / "s", epochs=3, per_epoch=10, seed=3, params=params)
+    on_disk = pl.read_parquet(tmp_path / "s" / "schedule.parquet")
+    assert on_disk.equals(frame) and on_disk.columns == ["epoch", "position", "uid", "rank"]
+    assert on_disk.group_by("epoch").len().sort("epoch")["len"].to_list() == [10, 10, 10]
+    means = on_disk.group_by("epoch").agg(pl.col("rank").mean()).sort("epoch")["rank"].to_list()
+    assert means[0] < means[1] < means[2]  # centre moves 0 -> 19.5 -> 39
+    ranked = read_ranked(ranking)
+    uid_at = dict(zip(ranked["rank"], ranked["uid"], strict=True))
+    assert all(uid_at[r] == u for r, u in zip(on_disk["rank"], on_disk["uid"], strict=True))
+    for epoch in on_disk.partition_by("epoch"):
+        assert epoch["rank"].n_unique() == 10 and epoch["rank"].is_sorted()
+    again = create_schedule(ranking, tmp_path / "s2", epochs=3, per_epoch=10, seed=3, params=params)
+    assert again.equals(frame)  # same ranking + seed: same schedule, bit for bit
+
+
+def test_closed_loop_update_applies_the_gainrl_rule(ranking, tmp_path, monkeypatch, capsys):
+    s = tmp_path / "s"
+    code, out, err = run_cli(
+        monkeypatch,
+        capsys,
+        "schedule",
+        "--ranking",
+        ranking,
+        "--out",
+        s,
+        "--per-epoch",
+        8,
+        "--n",
+        10,
+        "--sigma",
+        5,
+    )
+    assert code == 0, err
+    epoch0 = pl.read_parquet(s / "schedule.parquet")
+    feedback = tmp_path / "fb.jsonl"
+    rewards = [2, 0, 2, 2, 0, 2, 2, 2]  # a 0/2 reward, normalised with --reward-max 2
+    feedback.write_text(
+        "\n".join(json.dumps({"uid": u, "reward": r}) for u, r in zip(epoch0["uid"], rewards, strict=True))
+    )
+    code, out, err = run_cli(
+        monkeypatch, capsys, "schedule", "update", "--schedule", s, "--feedback", feedback, "--reward-max", 2
+    )
+    assert code == 0, err
+    state = json.loads((s / "state.json").read_text())
+    expected = min(max(10 * math.tanh(2 * (0.75 - 0.5)), 0), 1000)
+    assert state["sampler"]["mu"] == pytest.approx(expected)
+    assert state["sampler"]["epoch"] == 2
+    both = pl.read_parquet(s / "schedule.parquet")
+    assert both["epoch"].unique().sort().to_list() == [0, 1]
+    assert both.filter(pl.col("epoch") == 0).equals(epoch0)
+    _, info = update_schedule(s, feedback, reward_max=2)
+    assert info["epoch"] == 2
+
+
+def test_schedule_errors(ranking, tmp_path, monkeypatch, capsys):
+    def fails(*args, needle):
+        code, _, err = run_cli(monkeypatch, capsys, "schedule", *args)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+    fails(
+        "--ranking",
+        tmp_path / "none",
+        "--out",
+        tmp_path / "s",
+        "--per-epoch",
+        5,
+        needle="no finished ranking",
+    )
+    fails("--ranking", ranking, "--out", tmp_path / "s", "--per-epoch", 41, needle="per-epoch size 41")
+    fails("--ranking", ranking, "--out", tmp_path / "s", needle="--per-epoch")
+    fails("--ranking", ranking, "--out", tmp_path / "s", "--per-epoch", 5, "--sigma", 0, needle="sigma")
+    create_schedule(ranking, tmp_path / "s", epochs=1, per_epoch=5)
+    fails("--ranking", ranking, "--out", tmp_path / "s", "--per-epoch", 5, needle="already holds a schedule")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"uid": "q1", "score": 1}\n')
+    fails("update", "--schedule", tmp_path / "s", "--feedback", bad, needle="neither a 'reward'")
+    acc = tmp_path / "acc.jsonl"
+    acc.write_text('{"accuracy": 1.5}\n')
+    fails("update", "--schedule", tmp_path / "s", "--feedback", acc, needle="[0, 1]")
+    fails("update", "--schedule", tmp_path / "nothing", "--feedback", acc, needle="holds no schedule")
