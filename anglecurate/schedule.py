@@ -5,6 +5,8 @@ A schedule folder ``S`` holds::
     S/schedule.parquet   epoch, position, uid, rank: the examples of each epoch, in feed order
     S/state.json         the sampler's full state and hyperparameters, and the ranking it
                          was drawn from (so an update can refuse a foreign ranking)
+    S/gainrl_indices.pt  torch.save of a 1-D int64 tensor: input row indices in descending
+                         score order, the file the GAIN-RL authors' training scripts load
 
 Open loop: ``create`` draws every epoch now. Between epochs the centre moves by a fixed
 ``step`` (default: (N - 1) / (epochs - 1), so the window walks the whole ranking from the
@@ -28,6 +30,7 @@ from anglecurate.store import OutputDir, atomic_write_json, atomic_write_parquet
 
 SCHEDULE_FILE = "schedule.parquet"
 STATE_FILE = "state.json"
+GAINRL_FILE = "gainrl_indices.pt"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Ranking:
 
     path: Path
     uids: pl.Series  # uid at each rank, rank 0 first
+    rows: pl.Series  # input row index at each rank
     identity: dict
 
     @property
@@ -56,7 +60,7 @@ def load_ranking(path: str | Path) -> Ranking:
         raise UserError(f"ranking {path} is incomplete: {missing[0]} is missing; rerun score")
     if not parts:
         raise UserError(f"ranking {path} has no scored rows")
-    frame = pl.scan_parquet(parts).select("rank", "uid").collect().sort("rank")
+    frame = pl.scan_parquet(parts).select("rank", "uid", "row_index").collect().sort("rank")
     run = manifest["run"]
     identity = {
         "dataset_fingerprint": run["dataset"]["fingerprint"],
@@ -65,7 +69,7 @@ def load_ranking(path: str | Path) -> Ranking:
         "weights": run["weights"],
         "rows": frame.height,
     }
-    return Ranking(Path(path), frame["uid"], identity)
+    return Ranking(Path(path), frame["uid"], frame["row_index"], identity)
 
 
 def _epoch_frame(epoch: int, ranks, ranking: Ranking) -> pl.DataFrame:
@@ -77,6 +81,17 @@ def _epoch_frame(epoch: int, ranks, ranking: Ranking) -> pl.DataFrame:
             "rank": pl.Series(ranks, dtype=pl.Int64),
         }
     )
+
+
+def write_gainrl_indices(ranking: Ranking, path: Path) -> None:
+    """The authors' format: ``torch.argsort(scores, descending=True)`` over input rows."""
+    import os
+
+    import torch
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(torch.tensor(ranking.rows.to_numpy(), dtype=torch.long), tmp)
+    os.replace(tmp, path)
 
 
 def _write(
@@ -136,6 +151,7 @@ def create_schedule(
     folder.mkdir(parents=True, exist_ok=True)
     open_loop = {"step": step, "assume_accuracy": assume_accuracy, "assume_angle": assume_angle}
     _write(folder, schedule, sampler, ranking, open_loop)
+    write_gainrl_indices(ranking, folder / GAINRL_FILE)
     return schedule
 
 

@@ -31,6 +31,7 @@ from anglecurate.errors import UserError
 # Columns every ranked row carries before the dataset's own columns, in this order.
 SCORE_COLUMNS = (
     "uid",
+    "row_index",
     "rank",
     "score",
     "c_intra",
@@ -196,7 +197,7 @@ class OutputDir:
         parts = []
         for bucket in sorted(buckets.iterdir()) if buckets.exists() else []:
             frame = pl.concat([pl.read_parquet(f) for f in sorted(bucket.iterdir())])
-            frame = frame.sort("rank").select(order)
+            frame = frame.sort("rank").with_columns(pl.col(ROW).alias("row_index")).select(order)
             frame.write_parquet(ranked_tmp / f"{bucket.name}.parquet")
             parts.append({"file": f"ranked/{bucket.name}.parquet", "rows": frame.height})
         ranked = self.root / "ranked"

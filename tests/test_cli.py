@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
 import pytest
 
 from .helpers import run_cli
@@ -45,6 +46,8 @@ def test_score_json_summary_and_show(monkeypatch, capsys, tiny_model_dir, data, 
     assert code == 0
     summary = json.loads(stdout)
     assert summary["status"] == "complete" and summary["scored"] == 6 and summary["rows"] == 6
+    ranked = pl.read_parquet(out / "ranked")
+    assert all(u == f"q{r}" for u, r in zip(ranked["uid"], ranked["row_index"], strict=True))
     code, stdout, _ = run_cli(monkeypatch, capsys, "show", out, "-n", "2")
     assert code == 0 and "top 2" in stdout and "bottom 2" in stdout and "What is" in stdout
 

@@ -7,6 +7,7 @@ import math
 
 import polars as pl
 import pytest
+import torch
 
 from anglecurate.config import ScoreConfig
 from anglecurate.pipeline import score
@@ -41,6 +42,10 @@ def test_open_loop_walks_the_ranking(ranking, tmp_path):
     assert all(uid_at[r] == u for r, u in zip(on_disk["rank"], on_disk["uid"], strict=True))
     for epoch in on_disk.partition_by("epoch"):
         assert epoch["rank"].n_unique() == 10 and epoch["rank"].is_sorted()
+    indices = torch.load(tmp_path / "s" / "gainrl_indices.pt")
+    assert indices.dtype == torch.long and indices.tolist() == ranked.sort("rank")["row_index"].to_list()
+    scores = ranked.sort("row_index")["score"].to_numpy()
+    assert torch.equal(indices, torch.argsort(torch.tensor(scores), descending=True, stable=True))
     again = create_schedule(ranking, tmp_path / "s2", epochs=3, per_epoch=10, seed=3, params=params)
     assert again.equals(frame)  # same ranking + seed: same schedule, bit for bit
 

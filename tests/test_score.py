@@ -48,6 +48,7 @@ def test_json_rows_ranked_and_exact(tiny_model_dir, math_json, tmp_path):
     scores = ranked["score"].to_list()
     assert scores == sorted(scores, reverse=True)
     assert sorted(ranked["uid"].to_list()) == list(range(40))
+    assert ranked["row_index"].to_list() == ranked["uid"].to_list()  # no --id-field: uid is the row
     # every original column unchanged, row by row
     back = ranked.sort("uid").select(original.columns)
     assert back.equals(original)
