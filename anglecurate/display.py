@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from anglecurate.errors import UserError
 from anglecurate.segments import Segmented
 
 SEGMENT_STYLES = {"prefix": "bold blue", "question": "bold green", "suffix": "bold magenta"}
@@ -56,12 +55,7 @@ def read_ranking_ends(out: Path, n: int) -> tuple[dict, pl.DataFrame, pl.DataFra
     """The manifest and the first and last ``n`` ranked rows, reading only what is needed."""
     from anglecurate.store import OutputDir
 
-    manifest = OutputDir(out).read_manifest()
-    if manifest is None:
-        raise UserError(
-            f"{out} has no manifest.json; run `anglecurate score --out {out}` first (or let it finish)"
-        )
-    parts = [out / p["file"] for p in manifest["outputs"]["ranked"]]
+    manifest, parts = OutputDir(out).ranked_parts()
     if not parts:
         return manifest, pl.DataFrame(), pl.DataFrame()
     field = manifest["run"]["dataset"]["field"]

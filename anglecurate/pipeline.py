@@ -7,8 +7,10 @@
     capture  -> per-layer c_intra, c_inter (anglecurate.capture, anglecurate.angles)
     store    -> chunk files, global ranking, manifest (anglecurate.store)
 
-Everything is validated (options, data, model config, output folder) before the model is
-loaded, and nothing in ``OUT`` is touched before the model has loaded.
+Options, the data file and its columns, the model config, the tokenizer and the output
+folder are all checked before the weights load, and nothing in ``OUT`` is touched before
+then. A malformed row is found when its chunk is read; if nothing was scored yet, the run
+leaves no trace.
 """
 
 from __future__ import annotations

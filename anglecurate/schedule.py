@@ -19,6 +19,8 @@ epoch's move, so feedback applies to it exactly once.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,16 +50,7 @@ class Ranking:
 
 
 def load_ranking(path: str | Path) -> Ranking:
-    out = OutputDir(path)
-    manifest = out.read_manifest()
-    if manifest is None:
-        raise UserError(
-            f"{path} holds no finished ranking (no manifest.json); run `anglecurate score --out {path}` first"
-        )
-    parts = [out.root / p["file"] for p in manifest["outputs"]["ranked"]]
-    missing = [str(p) for p in parts if not p.exists()]
-    if missing:
-        raise UserError(f"ranking {path} is incomplete: {missing[0]} is missing; rerun score")
+    manifest, parts = OutputDir(path).ranked_parts()
     if not parts:
         raise UserError(f"ranking {path} has no scored rows")
     frame = pl.scan_parquet(parts).select("rank", "uid", "row_index").collect().sort("rank")
@@ -85,9 +78,7 @@ def _epoch_frame(epoch: int, ranks, ranking: Ranking) -> pl.DataFrame:
 
 def write_gainrl_indices(ranking: Ranking, path: Path) -> None:
     """The authors' format: ``torch.argsort(scores, descending=True)`` over input rows."""
-    import os
-
-    import torch
+    import torch  # only here: the rest of scheduling needs no torch
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(torch.tensor(ranking.rows.to_numpy(), dtype=torch.long), tmp)
@@ -168,19 +159,19 @@ def read_feedback(path: str | Path, reward_min: float, reward_max: float) -> tup
         raise UserError(f"--reward-max ({reward_max}) must exceed --reward-min ({reward_min})")
     ds = open_dataset(path)
     frame = pl.concat([f for _, f in ds.iter_chunks(1 << 16)])
-    angle = float(frame["angle"].mean()) if "angle" in frame.columns else 0.0
-    if "reward" in frame.columns:
-        rewards = frame["reward"].cast(pl.Float64)
-        accuracy = float(((rewards - reward_min) / (reward_max - reward_min)).clip(0, 1).mean())
-    elif "accuracy" in frame.columns:
-        accuracy = float(frame["accuracy"].cast(pl.Float64).mean())
-    else:
+    column = next((c for c in ("reward", "accuracy") if c in frame.columns), None)
+    if column is None:
         raise UserError(
             f"{path} has neither a 'reward' column (per example) nor an 'accuracy' "
             f"column (per epoch); it has {frame.columns}"
         )
-    if frame["reward" if "reward" in frame.columns else "accuracy"].null_count():
-        raise UserError(f"{path} has empty rewards; drop those rows or fill them")
+    values = frame[column].cast(pl.Float64)
+    if values.null_count():
+        raise UserError(f"{path} has empty {column} values; drop those rows or fill them")
+    if column == "reward":  # normalise explicitly: a 0/2 reward is not an accuracy
+        values = ((values - reward_min) / (reward_max - reward_min)).clip(0, 1)
+    accuracy = float(values.mean())
+    angle = float(frame["angle"].mean()) if "angle" in frame.columns else 0.0
     return accuracy, angle
 
 
@@ -192,8 +183,6 @@ def update_schedule(
     state_path = folder / STATE_FILE
     if not state_path.exists():
         raise UserError(f"{folder} holds no schedule; create one with `anglecurate schedule`")
-    import json
-
     state = json.loads(state_path.read_text())
     ranking = load_ranking(state["ranking"]["path"])
     saved = {k: v for k, v in state["ranking"].items() if k != "path"}

@@ -103,6 +103,20 @@ class OutputDir:
     def read_manifest(self) -> dict | None:
         return _read_json(self.manifest_path)
 
+    def ranked_parts(self) -> tuple[dict, list[Path]]:
+        """The finished run's manifest and its ranked part files, in rank order."""
+        manifest = self.read_manifest()
+        if manifest is None:
+            raise UserError(
+                f"{self.root} holds no finished ranking (no manifest.json); run "
+                f"`anglecurate score --out {self.root}` first (or let it finish)"
+            )
+        parts = [self.root / p["file"] for p in manifest["outputs"]["ranked"]]
+        missing = [str(p) for p in parts if not p.exists()]
+        if missing:
+            raise UserError(f"ranking {self.root} is incomplete: {missing[0]} is missing; rerun score")
+        return manifest, parts
+
     def previous_run(self) -> dict | None:
         """Options of the run this folder holds, finished or not; None for a fresh folder."""
         run = _read_json(self.run_path)
