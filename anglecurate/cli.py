@@ -172,38 +172,53 @@ def schedule(
     ctx: typer.Context,
     ranking: Path = typer.Option(None, help="Output folder of `anglecurate score`."),
     out: Path = typer.Option(None, help="Schedule folder to write (schedule.parquet, state.json)."),
-    epochs: int = typer.Option(1, help="Epochs to draw now; 1 for a closed loop driven by `update`."),
+    epochs: int = typer.Option(1, help="Epochs to draw now; 1 for a closed loop driven by feedback."),
     per_epoch: int = typer.Option(None, help="Distinct examples per epoch (K)."),
     seed: int = typer.Option(0, help="Seed of the sampler's generator."),
+    batch_multiple: int = typer.Option(
+        1, help="K must be a multiple of this: TRL's prompts per generation, verl's train_batch_size."
+    ),
+    export: list[str] = typer.Option([], help="Trainer export to write: trl, verl, openrlhf (repeatable)."),
     step: float = typer.Option(None, help="Open loop: move the centre this many ranks per epoch."),
     assume_accuracy: float = typer.Option(None, help="Open loop: GAIN-RL update with this accuracy."),
     assume_angle: float = typer.Option(0.0, help="Open loop: angle term of that update."),
-    n: float = typer.Option(500.0, help="Update scale n."),
-    alpha: float = typer.Option(2.0, help="Update sharpness alpha."),
-    beta: float = typer.Option(0.5, help="Target accuracy beta."),
-    adj_min: float = typer.Option(0.0, help="Smallest move of the centre per epoch."),
-    adj_max: float = typer.Option(1000.0, help="Largest move of the centre per epoch."),
-    sigma: float = typer.Option(1000.0, help="Width of the Gaussian over ranks."),
-    mu0: float = typer.Option(0.0, help="Initial centre (rank)."),
+    n: float = typer.Option(None, help="Update scale n [default: 500 x N/7500]."),
+    alpha: float = typer.Option(None, help="Update sharpness alpha [default: 2]."),
+    beta: float = typer.Option(None, help="Target accuracy beta [default: 0.5]."),
+    adj_min: float = typer.Option(None, help="Smallest move of the centre per epoch [default: 0]."),
+    adj_max: float = typer.Option(None, help="Largest move per epoch [default: 1000 x N/7500]."),
+    sigma: float = typer.Option(None, help="Width of the Gaussian over ranks [default: 1000 x N/7500]."),
+    mu0: float = typer.Option(None, help="Initial centre (rank) [default: 0]."),
     shuffle: bool = typer.Option(False, help="Shuffle within an epoch instead of rank order."),
     overwrite: bool = typer.Option(False, help="Replace a schedule already in --out."),
 ) -> None:
-    """Draw epochs from a ranking into a schedule folder."""
+    """Draw epochs from a ranking into a schedule folder, with trainer exports."""
     if ctx.invoked_subcommand is not None:
         return
     from anglecurate.errors import UserError
-    from anglecurate.sampler import SamplerParams
-    from anglecurate.schedule import create_schedule
+    from anglecurate.schedule import ScheduleConfig, create_schedule
 
     if ranking is None or out is None or per_epoch is None:
         raise UserError("anglecurate schedule needs --ranking, --out and --per-epoch")
-    params = SamplerParams(
-        n=n, alpha=alpha, beta=beta, adj_min=adj_min, adj_max=adj_max, sigma=sigma, mu0=mu0, shuffle=shuffle
+    sampler = {"n": n, "alpha": alpha, "beta": beta, "adj_min": adj_min, "adj_max": adj_max}
+    sampler |= {"sigma": sigma, "mu0": mu0, "shuffle": shuffle}
+    cfg = ScheduleConfig(
+        ranking=str(ranking),
+        out=str(out),
+        per_epoch=per_epoch,
+        epochs=epochs,
+        seed=seed,
+        sampler=sampler,
+        step=step,
+        assume_accuracy=assume_accuracy,
+        assume_angle=assume_angle,
+        batch_multiple=batch_multiple,
+        exports=tuple(export),
+        overwrite=overwrite,
     )
-    frame = create_schedule(
-        ranking, out, epochs, per_epoch, seed, params, step, assume_accuracy, assume_angle, overwrite
-    )
-    print(f"wrote {frame['epoch'].n_unique()} epochs of {per_epoch} to {out}")
+    frame = create_schedule(cfg)
+    exports = f" with exports {', '.join(export)}" if export else ""
+    print(f"wrote {frame['epoch'].n_unique()} epochs of {per_epoch} to {out}{exports}")
 
 
 @schedule_app.command("update")

@@ -8,8 +8,10 @@ distinct ranks without replacement with probability proportional to
 
 with ``acc`` the epoch's mean accuracy in [0, 1] and ``angle`` its mean angle signal. The
 authors' defaults (n=500, alpha=2, beta=0.5, adj_min=0, adj_max=1000, sigma=1000, mu_0=0)
-assume thousands of rows. ``mu`` is clamped to [0, N-1]: past the end of the list the
-Gaussian keeps sampling the last (lowest-score) ranks, never NaN.
+were set for MATH's 7,500 training rows; ``SamplerParams.for_size`` scales the three
+lengths measured in ranks (n, adj_max, sigma) by N / 7500, so the window covers the same
+fraction of any list and moves across it at the same pace. ``mu`` is clamped to [0, N-1]:
+past the end of the list the Gaussian keeps sampling the last (lowest-score) ranks, never NaN.
 
 Sampling without replacement uses the Gumbel top-k trick on log-weights: keys
 ``log w_i + G_i`` with G_i standard Gumbel, keep the k largest. That is exactly successive
@@ -21,11 +23,14 @@ item is from ``mu``. The generator is numpy's PCG64, whose state is a JSON-able 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from anglecurate.errors import UserError
+
+# The GAIN-RL authors tuned their defaults on MATH's training split.
+AUTHORS_ROWS = 7500
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,15 @@ class SamplerParams:
     sigma: float = 1000.0
     mu0: float = 0.0
     shuffle: bool = False  # False: each epoch is fed in rank order, as the authors do
+
+    @classmethod
+    def for_size(cls, num_items: int, **overrides) -> SamplerParams:
+        """The authors' defaults rescaled from their 7,500 rows to ``num_items``; ``overrides``
+        (None values ignored) are taken verbatim."""
+        scale = num_items / AUTHORS_ROWS
+        base = cls()
+        scaled = replace(base, n=base.n * scale, adj_max=base.adj_max * scale, sigma=base.sigma * scale)
+        return replace(scaled, **{k: v for k, v in overrides.items() if v is not None})
 
     def validate(self) -> None:
         if not self.sigma > 0:

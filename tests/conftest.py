@@ -77,3 +77,37 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir, tokenizer) -> Path:
     build_tiny_model("llama", len(tokenizer), out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def ranking(tiny_model_dir, tmp_path_factory) -> Path:
+    """A finished `score` run of the tiny model over 40 questions of varied length, with ids
+    q0..q39 and an ``answer`` column: the input of schedules and trainer exports."""
+    import json
+
+    from anglecurate.config import ScoreConfig
+    from anglecurate.pipeline import score
+
+    root = tmp_path_factory.mktemp("rank")
+    data = root / "q.jsonl"
+    rows = [
+        {
+            "id": f"q{i}",
+            "question": f"What is {i} squared plus {i}?" + " Show your work." * (i % 7),
+            "answer": str(i * i + i),
+        }
+        for i in range(40)
+    ]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = root / "out"
+    score(
+        ScoreConfig(
+            model=str(tiny_model_dir),
+            data=str(data),
+            out=str(out),
+            id_field="id",
+            field="question",
+            dtype="fp32",
+        )
+    )
+    return out

@@ -78,3 +78,11 @@ def test_bad_arguments(kwargs, needle):
 def test_accuracy_must_be_normalised():
     with pytest.raises(UserError, match=r"\[0, 1\]"):
         GaussianSampler(10, 2).update(2.0)
+
+
+def test_defaults_scale_with_the_ranking_size():
+    assert SamplerParams.for_size(7500) == SamplerParams()  # the authors' own MATH size
+    small = SamplerParams.for_size(750, beta=0.6, sigma=None)
+    assert (small.n, small.sigma, small.adj_max) == pytest.approx((50.0, 100.0, 100.0))
+    assert (small.alpha, small.beta, small.adj_min, small.mu0) == (2.0, 0.6, 0.0, 0.0)
+    assert SamplerParams.for_size(750, sigma=3.0).sigma == 3.0  # explicit values are verbatim

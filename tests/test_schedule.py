@@ -4,34 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import polars as pl
 import pytest
 import torch
 
-from anglecurate.config import ScoreConfig
-from anglecurate.pipeline import score
-from anglecurate.sampler import SamplerParams
-from anglecurate.schedule import create_schedule, update_schedule
+from anglecurate.errors import UserError
+from anglecurate.schedule import ScheduleConfig, create_schedule, update_schedule
 
 from .helpers import read_ranked, run_cli
 
 
-@pytest.fixture(scope="module")
-def ranking(tiny_model_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("rank")
-    data = root / "q.jsonl"
-    data.write_text(
-        "\n".join(json.dumps({"id": f"q{i}", "prompt": f"What is {i} squared plus {i}?"}) for i in range(40))
-    )
-    out = root / "out"
-    score(ScoreConfig(model=str(tiny_model_dir), data=str(data), out=str(out), id_field="id", dtype="fp32"))
-    return out
-
-
 def test_open_loop_walks_the_ranking(ranking, tmp_path):
-    params = SamplerParams(sigma=4.0)
-    frame = create_schedule(ranking, tmp_path / "s", epochs=3, per_epoch=10, seed=3, params=params)
+    cfg = ScheduleConfig(
+        str(ranking), str(tmp_path / "s"), per_epoch=10, epochs=3, seed=3, sampler={"sigma": 4.0}
+    )
+    frame = create_schedule(cfg)
     on_disk = pl.read_parquet(tmp_path / "s" / "schedule.parquet")
     assert on_disk.equals(frame) and on_disk.columns == ["epoch", "position", "uid", "rank"]
     assert on_disk.group_by("epoch").len().sort("epoch")["len"].to_list() == [10, 10, 10]
@@ -46,7 +35,7 @@ def test_open_loop_walks_the_ranking(ranking, tmp_path):
     assert indices.dtype == torch.long and indices.tolist() == ranked.sort("rank")["row_index"].to_list()
     scores = ranked.sort("row_index")["score"].to_numpy()
     assert torch.equal(indices, torch.argsort(torch.tensor(scores), descending=True, stable=True))
-    again = create_schedule(ranking, tmp_path / "s2", epochs=3, per_epoch=10, seed=3, params=params)
+    again = create_schedule(replace(cfg, out=str(tmp_path / "s2")))
     assert again.equals(frame)  # same ranking + seed: same schedule, bit for bit
 
 
@@ -85,8 +74,12 @@ def test_closed_loop_update_applies_the_gainrl_rule(ranking, tmp_path, monkeypat
     both = pl.read_parquet(s / "schedule.parquet")
     assert both["epoch"].unique().sort().to_list() == [0, 1]
     assert both.filter(pl.col("epoch") == 0).equals(epoch0)
-    _, info = update_schedule(s, feedback, reward_max=2)
-    assert info["epoch"] == 2
+    with pytest.raises(UserError, match="last epoch does not hold"):
+        update_schedule(s, feedback, reward_max=2)  # epoch 0's feedback again: refused
+    epoch1 = both.filter(pl.col("epoch") == 1).select("uid", reward=pl.lit(1.0))
+    epoch1.write_ndjson(feedback)
+    _, info = update_schedule(s, feedback)
+    assert info["epoch"] == 2 and info["accuracy"] == 1.0
 
 
 def test_schedule_errors(ranking, tmp_path, monkeypatch, capsys):
@@ -106,7 +99,7 @@ def test_schedule_errors(ranking, tmp_path, monkeypatch, capsys):
     fails("--ranking", ranking, "--out", tmp_path / "s", "--per-epoch", 41, needle="per-epoch size 41")
     fails("--ranking", ranking, "--out", tmp_path / "s", needle="--per-epoch")
     fails("--ranking", ranking, "--out", tmp_path / "s", "--per-epoch", 5, "--sigma", 0, needle="sigma")
-    create_schedule(ranking, tmp_path / "s", epochs=1, per_epoch=5)
+    create_schedule(ScheduleConfig(str(ranking), str(tmp_path / "s"), per_epoch=5))
     fails("--ranking", ranking, "--out", tmp_path / "s", "--per-epoch", 5, needle="already holds a schedule")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"uid": "q1", "score": 1}\n')
