@@ -216,9 +216,10 @@ def schedule(
         exports=tuple(export),
         overwrite=overwrite,
     )
-    frame = create_schedule(cfg)
+    frame, params = create_schedule(cfg)
     exports = f" with exports {', '.join(export)}" if export else ""
     print(f"wrote {frame['epoch'].n_unique()} epochs of {per_epoch} to {out}{exports}")
+    print(f"sampler: sigma {params.sigma:g}, n {params.n:g}, adj [{params.adj_min:g}, {params.adj_max:g}]")
 
 
 @schedule_app.command("update")

@@ -142,8 +142,9 @@ def _check(cfg: ScheduleConfig) -> None:
         )
 
 
-def create_schedule(cfg: ScheduleConfig) -> pl.DataFrame:
-    """Draw ``cfg.epochs`` epochs open loop into folder ``cfg.out``; returns the schedule."""
+def create_schedule(cfg: ScheduleConfig) -> tuple[pl.DataFrame, SamplerParams]:
+    """Draw ``cfg.epochs`` epochs open loop into folder ``cfg.out``; returns the schedule and
+    the sampler's hyperparameters (after scaling to the ranking's size)."""
     _check(cfg)
     ranking = load_ranking(cfg.ranking)
     params = SamplerParams.for_size(ranking.size, **cfg.sampler)
@@ -172,7 +173,7 @@ def create_schedule(cfg: ScheduleConfig) -> pl.DataFrame:
     }
     _write(folder, schedule, state, ranking)
     write_gainrl_indices(ranking, folder / GAINRL_FILE)
-    return schedule
+    return schedule, params
 
 
 def _write(folder: Path, schedule: pl.DataFrame, state: dict, ranking: Ranking) -> None:

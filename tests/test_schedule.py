@@ -20,7 +20,10 @@ def test_open_loop_walks_the_ranking(ranking, tmp_path):
     cfg = ScheduleConfig(
         str(ranking), str(tmp_path / "s"), per_epoch=10, epochs=3, seed=3, sampler={"sigma": 4.0}
     )
-    frame = create_schedule(cfg)
+    frame, params = create_schedule(cfg)
+    assert params.sigma == 4.0 and params.n == pytest.approx(500 * 40 / 7500)  # given vs scaled
+    state = json.loads((tmp_path / "s" / "state.json").read_text())
+    assert state["initial"]["params"]["sigma"] == 4.0 and state["initial"]["epoch"] == 0
     on_disk = pl.read_parquet(tmp_path / "s" / "schedule.parquet")
     assert on_disk.equals(frame) and on_disk.columns == ["epoch", "position", "uid", "rank"]
     assert on_disk.group_by("epoch").len().sort("epoch")["len"].to_list() == [10, 10, 10]
@@ -35,7 +38,7 @@ def test_open_loop_walks_the_ranking(ranking, tmp_path):
     assert indices.dtype == torch.long and indices.tolist() == ranked.sort("rank")["row_index"].to_list()
     scores = ranked.sort("row_index")["score"].to_numpy()
     assert torch.equal(indices, torch.argsort(torch.tensor(scores), descending=True, stable=True))
-    again = create_schedule(replace(cfg, out=str(tmp_path / "s2")))
+    again, _ = create_schedule(replace(cfg, out=str(tmp_path / "s2")))
     assert again.equals(frame)  # same ranking + seed: same schedule, bit for bit
 
 
@@ -57,6 +60,7 @@ def test_closed_loop_update_applies_the_gainrl_rule(ranking, tmp_path, monkeypat
         5,
     )
     assert code == 0, err
+    assert "sampler: sigma 5, n 10, adj [0, 5.33333]" in out
     epoch0 = pl.read_parquet(s / "schedule.parquet")
     feedback = tmp_path / "fb.jsonl"
     rewards = [2, 0, 2, 2, 0, 2, 2, 2]  # a 0/2 reward, normalised with --reward-max 2
@@ -68,7 +72,7 @@ def test_closed_loop_update_applies_the_gainrl_rule(ranking, tmp_path, monkeypat
     )
     assert code == 0, err
     state = json.loads((s / "state.json").read_text())
-    expected = min(max(10 * math.tanh(2 * (0.75 - 0.5)), 0), 1000)
+    expected = min(max(10 * math.tanh(2 * (0.75 - 0.5)), 0), 1000 * 40 / 7500)  # adj_max scaled to N
     assert state["sampler"]["mu"] == pytest.approx(expected)
     assert state["sampler"]["epoch"] == 2
     both = pl.read_parquet(s / "schedule.parquet")

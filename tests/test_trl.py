@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+import torch
 
 pytest.importorskip("trl")
 
@@ -57,7 +58,7 @@ def test_open_loop_export_trains_in_schedule_order(ranking, tiny_model_dir, tmp_
     cfg = ScheduleConfig(
         str(ranking), str(tmp_path / "s"), per_epoch=8, epochs=2, seed=1, batch_multiple=4, exports=("trl",)
     )
-    schedule = create_schedule(cfg)
+    schedule, _ = create_schedule(cfg)
     dataset = load_dataset("parquet", data_files=str(tmp_path / "s" / "trl.parquet"), split="train")
     seen: list = []
     trainer = GRPOTrainer(
@@ -112,3 +113,46 @@ def test_closed_loop_trainer_follows_the_rewards_and_resumes(ranking, tiny_model
         tiny_model_dir, s, tmp_path / "run", resumed, resume=str(tmp_path / "run" / "checkpoint-2")
     )
     assert resumed == twice(epoch1)
+
+
+@pytest.mark.slow
+def test_smollm2_trains_on_the_schedule_of_its_own_ranking(tmp_path):
+    """The real model end to end: score 8 MATH rows (verl layout), schedule, GRPO steps."""
+    from transformers import AutoModelForCausalLM
+
+    from anglecurate.builtin import resolve_builtin_model
+    from anglecurate.config import ScoreConfig
+    from anglecurate.pipeline import score
+
+    from .conftest import shared_file
+
+    data = tmp_path / "math.parquet"
+    pl.read_parquet(shared_file("math_train.parquet")).head(8).write_parquet(data)
+    score(ScoreConfig(model="builtin:smollm2", data=str(data), out=str(tmp_path / "out"), dtype="fp32"))
+    cfg = ScheduleConfig(
+        str(tmp_path / "out"), str(tmp_path / "s"), per_epoch=4, epochs=2, batch_multiple=4, exports=("trl",)
+    )
+    schedule, _ = create_schedule(cfg)
+    gguf = resolve_builtin_model("builtin:smollm2")
+    # GGUF loading dequantises to plain fp32 weights but marks the model quantized, which
+    # Trainer refuses to fine-tune; the same weights in a plain model train.
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    dataset = load_dataset("parquet", data_files=str(tmp_path / "s" / "trl.parquet"), split="train")
+    seen: list = []
+
+    def record(completions, uid, **kwargs):
+        seen.extend(uid)
+        return [float(len(c)) for c in completions]
+
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=record,
+        args=grpo_args(tmp_path / "run", shuffle_dataset=False),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert seen == twice(schedule["uid"].to_list())
