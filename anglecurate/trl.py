@@ -23,7 +23,11 @@ import json
 import os
 
 from torch.utils.data import Sampler
-from trl import GRPOTrainer
+
+try:
+    from trl import GRPOTrainer
+except ImportError as exc:  # an optional extra: say which
+    raise ImportError("anglecurate.trl needs TRL: pip install 'anglecurate[trl]'") from exc
 
 from anglecurate.curriculum import Curriculum
 from anglecurate.errors import UserError

@@ -20,7 +20,12 @@ epoch, which verl's ``StatefulDataLoader`` saves in every checkpoint and restore
 
 from __future__ import annotations
 
-from verl.experimental.dataset.sampler import AbstractCurriculumSampler
+try:
+    from verl.experimental.dataset.sampler import AbstractCurriculumSampler
+except ImportError as exc:  # verl 0.8 removed data.sampler; before 0.5 it did not exist
+    raise ImportError(
+        "anglecurate.verl needs verl 0.5 to 0.7 (the versions with data.sampler.class_path)"
+    ) from exc
 
 from anglecurate.curriculum import Curriculum
 from anglecurate.errors import UserError

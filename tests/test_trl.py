@@ -36,6 +36,7 @@ def grpo_args(out, **overrides) -> GRPOConfig:
         use_cpu=True,
         seed=0,
         disable_tqdm=True,
+        bf16=False,  # TRL defaults to bf16 autocast; this CPU has no fast bf16 matmul
     )
     return GRPOConfig(**{**base, **overrides})
 
