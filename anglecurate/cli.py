@@ -15,6 +15,8 @@ from pathlib import Path
 
 import typer
 
+from anglecurate.errors import UserError
+
 app = typer.Typer(
     name="anglecurate",
     help="Rank prompt datasets for RL fine-tuning by layer-wise angle concentration (GAIN-RL).",
@@ -69,16 +71,30 @@ def score(
     skip_invalid: bool = typer.Option(False, help="Skip and count malformed rows instead of stopping."),
     overwrite: bool = typer.Option(False, help="Replace a run with other options in --out."),
     trust_remote_code: bool = typer.Option(False, help="Allow a model's own Python code to run."),
+    shard: str = typer.Option(None, help="Score only shard i/N of the rows (by uid hash) into OUT."),
+    devices: str = typer.Option(None, help="One shard per device, e.g. 0,1,2,3 (CUDA) or cpu,cpu."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
     """Score every prompt of a dataset and write a ranked copy of it, plus a manifest."""
-    from rich.console import Console
 
     from anglecurate.config import ScoreConfig
-    from anglecurate.display import print_summary
     from anglecurate.pipeline import score as run_score
     from anglecurate.progress import ScoreProgress
+    from anglecurate.shard import launcher_shard, parse_shard
+
+    if devices is not None:
+        if shard is not None:
+            raise UserError("use either --devices or --shard, not both")
+        _score_on_devices(devices, out, quiet, json_out)
+        return
+    parsed = parse_shard(shard)
+    if shard is None:  # under torchrun: the shard and device come from the launcher
+        parsed, local_rank = launcher_shard()
+        if local_rank is not None and device == "auto":
+            import torch
+
+            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
 
     cfg = ScoreConfig(
         model=model,
@@ -102,6 +118,7 @@ def score(
         skip_invalid=skip_invalid,
         overwrite=overwrite,
         trust_remote_code=trust_remote_code,
+        shard=parsed,
     )
     show = not quiet and not json_out
     try:
@@ -110,10 +127,52 @@ def score(
     except KeyboardInterrupt:
         print("interrupted: finished chunks are kept; rerun the same command to resume", file=sys.stderr)
         raise typer.Exit(130) from None
+    _report(result, quiet, json_out)
+
+
+def _report(result, quiet: bool, json_out: bool) -> None:
+    from rich.console import Console
+
+    from anglecurate.display import print_summary
+
+    if result.status == "shard complete":
+        missing = result.extra["missing_shards"]
+        summary = {"out": result.out, "status": result.status, "missing_shards": missing}
+        line = f"shard done; waiting for shards {', '.join(missing)}" if missing else "shard done"
+        if json_out:
+            print(json.dumps(summary))
+        elif not quiet:
+            print(f"{line} (`anglecurate merge {result.out}` once all are done)", file=sys.stderr)
+        return
     if json_out:
         print(json.dumps(result.summary(), default=str))
     elif not quiet:
         print_summary(Console(stderr=True), result.summary())
+
+
+def _score_on_devices(devices: str, out: Path, quiet: bool, json_out: bool) -> None:
+    from anglecurate.launch import parse_devices, run_shards
+    from anglecurate.merge import merge
+
+    failed = [r for r in run_shards(sys.argv[1:], parse_devices(devices)) if r[1] != 0]
+    if failed:
+        device, code, last = failed[0]
+        raise UserError(
+            f"{len(failed)} shard(s) failed; on {device} (exit {code}): {last or 'no message'}; "
+            "rerun the same command to resume"
+        )
+    _report(merge(out), quiet, json_out)
+
+
+@app.command("merge")
+def merge_shards(
+    out: Path = typer.Argument(..., help="Output folder that shards of one run scored into."),
+    json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+) -> None:
+    """Build the global ranking and manifest of a sharded run once every shard finished."""
+    from anglecurate.merge import merge
+
+    _report(merge(out), False, json_out)
 
 
 @app.command()
@@ -195,7 +254,6 @@ def schedule(
     """Draw epochs from a ranking into a schedule folder, with trainer exports."""
     if ctx.invoked_subcommand is not None:
         return
-    from anglecurate.errors import UserError
     from anglecurate.schedule import ScheduleConfig, create_schedule
 
     if ranking is None or out is None or per_epoch is None:
@@ -243,8 +301,6 @@ def schedule_update(
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
-    from anglecurate.errors import UserError
-
     try:
         app()  # usage errors (unknown option, missing value) are typer's: exit 2
     except UserError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anglecurate.errors import UserError
+from anglecurate.shard import Shard
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ScoreConfig:
     skip_invalid: bool = False
     overwrite: bool = False
     trust_remote_code: bool = False
+    shard: Shard = Shard()  # i/N: score only shard i's rows (frozen, so a safe default)
 
     def validate(self) -> None:
         if self.on_long not in ("skip", "truncate"):

@@ -50,7 +50,8 @@ def same_run(previous: dict, current: dict) -> list[str]:
     return [k for k in keys if previous.get(k) != normal.get(k)]
 
 
-def build_manifest(run: dict, device: torch.device, timing: dict, counts: dict, outputs: dict) -> dict:
+def build_manifest(run: dict, device: dict, timing: dict, counts: dict, outputs: dict) -> dict:
+    """``device``: :func:`device_info` of the device that scored (with ``shards``, each shard's)."""
     return {
         "anglecurate_version": anglecurate.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -58,7 +59,7 @@ def build_manifest(run: dict, device: torch.device, timing: dict, counts: dict, 
         "score_definition": SCORE_DEFINITION,
         "run": run,
         "versions": versions(),
-        "device": device_info(device),
+        "device": device,
         "timing": timing,
         "counts": counts,
         "outputs": outputs,

@@ -16,7 +16,7 @@ leaves no trace.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,8 @@ from anglecurate.capture import AngleCapture, angle_capture
 from anglecurate.config import ScoreConfig, batch_budget, parse_layers, ranking_layer
 from anglecurate.dataset import Dataset, open_dataset, prompt_kind
 from anglecurate.errors import UserError
-from anglecurate.manifest import build_manifest, same_run
+from anglecurate.manifest import device_info, same_run
+from anglecurate.merge import ScoreResult, complete, run_timing
 from anglecurate.model import (
     DTYPE_NAMES,
     ModelSource,
@@ -50,32 +51,8 @@ from anglecurate.prompt import (
     load_prompt_config,
 )
 from anglecurate.segments import Segmented, Segmenter, SkipReason, truncate
+from anglecurate.shard import Shard
 from anglecurate.store import RESERVED_COLUMNS, ROW, SCORED, STATUS, OutputDir
-
-
-@dataclass
-class ScoreResult:
-    """What a run did, for the CLI summary and ``--json``."""
-
-    out: str
-    status: str  # "complete" or "already complete"
-    manifest: dict
-    chunks_resumed: int = 0
-    extra: dict = field(default_factory=dict)
-
-    def summary(self) -> dict:
-        m = self.manifest
-        return {
-            "out": self.out,
-            "status": self.status,
-            "rows": m["run"]["dataset"]["rows"],
-            **m["counts"],
-            "rank_layer": m["run"]["rank_layer"],
-            "weights": m["run"]["weights"],
-            "timing": m["timing"],
-            "chunks_resumed": self.chunks_resumed,
-            "parts": [p["file"] for p in m["outputs"]["ranked"]],
-        }
 
 
 @dataclass
@@ -96,6 +73,7 @@ class _Plan:
     dtype: torch.dtype
     pad_id: int
     batch_tokens: int
+    shard: Shard
 
 
 def plan(cfg: ScoreConfig) -> _Plan:
@@ -151,6 +129,7 @@ def plan(cfg: ScoreConfig) -> _Plan:
         "skip_invalid": cfg.skip_invalid,
         "chunk_rows": cfg.chunk_rows,
         "shard_rows": cfg.shard_rows,
+        "shards": cfg.shard.count,
     }
     return _Plan(
         dataset=dataset,
@@ -167,6 +146,7 @@ def plan(cfg: ScoreConfig) -> _Plan:
         dtype=dtype,
         pad_id=pad_id,
         batch_tokens=batch_budget(cfg.max_batch_tokens, device.type),
+        shard=cfg.shard,
     )
 
 
@@ -180,9 +160,54 @@ def _read_template(path: str | None) -> str | None:
 
 
 def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResult:
-    """Score ``cfg.data`` with ``cfg.model`` into ``cfg.out``; resumes an unfinished run."""
+    """Score ``cfg.data`` with ``cfg.model`` into ``cfg.out``; resumes an unfinished run.
+
+    With ``cfg.shard`` = i/N only shard i's rows are scored; the shard that completes the
+    set builds the global ranking (see :func:`merge`)."""
     progress = progress or ScoreProgress(enabled=False)
     out = OutputDir(cfg.out)
+    p, finished = open_run(cfg, out)
+    if finished is not None:
+        return finished
+    shard = cfg.shard
+    model = load_model(p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code)
+    if cfg.overwrite:
+        out.clear()
+    out.start(p.run, shard.tag)
+
+    n_chunks = -(-p.dataset.num_rows // cfg.chunk_rows)
+    done = out.done_chunks(shard.tag) & set(range(n_chunks))
+    done_rows = sum(min(cfg.chunk_rows, p.dataset.num_rows - i * cfg.chunk_rows) for i in done)
+    t0 = time.perf_counter()
+    tokens = 0
+    rows_scored_now = 0
+    try:
+        with angle_capture(model, p.layers) as capture:
+            label = "scoring" if shard.whole else f"shard {shard}"
+            progress.start(label, total=p.dataset.num_rows, completed=done_rows)
+            for index, frame in p.dataset.iter_chunks(cfg.chunk_rows, skip=done):
+                scored, n_tokens, n_mine = score_chunk(index, frame, cfg, p, capture, progress)
+                out.write_chunk(index, scored, shard.tag)
+                tokens += n_tokens
+                rows_scored_now += n_mine
+    except UserError:
+        # A bad row found before anything was scored leaves no trace, so the fixed data can
+        # be scored into the same folder; finished chunks are kept for a resume otherwise.
+        if not out.chunk_files():
+            out.discard_empty_start()
+        raise
+    timing = run_timing(time.perf_counter() - t0, rows_scored_now, tokens)
+    return complete(out, p.shard, p.run, p.dataset.columns, timing, device_info(p.device), len(done))
+
+
+def open_run(cfg: ScoreConfig, out: OutputDir) -> tuple[_Plan, ScoreResult | None]:
+    """Plan the run and check ``out`` against it; the result is set when ``out`` already
+    holds this run, finished."""
+    shard = cfg.shard
+    if cfg.overwrite and not shard.whole:
+        raise UserError(
+            "--overwrite would delete the other shards' work; empty OUT first, then run the shards"
+        )
     p = plan(cfg)
     previous = out.previous_run()
     if previous is not None and not cfg.overwrite:
@@ -195,7 +220,7 @@ def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResul
         manifest = out.read_manifest()
         if manifest is not None:
             out.cleanup_finished()
-            return ScoreResult(str(out.root), "already complete", manifest)
+            return p, ScoreResult(str(out.root), "already complete", manifest)
     elif previous is None and out.is_foreign() and not cfg.overwrite:
         raise UserError(
             f"{out.root} is not empty and holds no anglecurate run; choose an empty "
@@ -209,61 +234,38 @@ def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResul
                 "a unique id column or omit --id-field to use the row index"
             )
 
-    model = load_model(p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code)
-    if cfg.overwrite:
-        out.clear()
-    out.start(p.run)
+    return p, None
 
-    n_chunks = -(-p.dataset.num_rows // cfg.chunk_rows)
-    done = out.done_chunks() & set(range(n_chunks))
-    done_rows = sum(min(cfg.chunk_rows, p.dataset.num_rows - i * cfg.chunk_rows) for i in done)
-    t0 = time.perf_counter()
-    tokens = 0
-    rows_scored_now = 0
-    try:
-        with angle_capture(model, p.layers) as capture:
-            progress.start("scoring", total=p.dataset.num_rows, completed=done_rows)
-            for index, frame in p.dataset.iter_chunks(cfg.chunk_rows, skip=done):
-                scored, n_tokens = _score_chunk(frame, index * cfg.chunk_rows, cfg, p, capture, progress)
-                out.write_chunk(index, scored)
-                tokens += n_tokens
-                rows_scored_now += frame.height
-    except UserError:
-        # A bad row found before anything was scored leaves no trace, so the fixed data can
-        # be scored into the same folder; finished chunks are kept for a resume otherwise.
-        if not out.done_chunks():
-            out.discard_empty_start()
-        raise
-    wall = time.perf_counter() - t0
 
-    columns = p.dataset.columns
-    ranking = out.build_ranking(n_chunks, cfg.chunk_rows, cfg.shard_rows, columns)
-    timing = {
-        "wall_s": round(wall, 3),
-        "rows_this_run": rows_scored_now,
-        "tokens_this_run": tokens,
-        "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
-        "rows_per_s": round(rows_scored_now / wall, 2) if wall > 0 else None,
-    }
-    counts = {
-        "scored": ranking.scored,
-        "skipped": ranking.skipped,
-        "truncated": ranking.truncated,
-        "undefined_score": ranking.undefined_score,
-    }
-    outputs = {"ranked": ranking.parts, "skipped": "skipped.parquet" if ranking.skipped else None}
-    manifest = build_manifest(p.run, p.device, timing, counts, outputs)
-    out.finish(manifest)
-    return ScoreResult(str(out.root), "complete", manifest, chunks_resumed=len(done))
+def score_chunk(
+    index: int,
+    frame: pl.DataFrame,
+    cfg: ScoreConfig,
+    p: _Plan,
+    capture: AngleCapture,
+    progress: ScoreProgress,
+) -> tuple[pl.DataFrame, int, int]:
+    """Score this shard's rows of chunk ``index``: (chunk file frame, tokens, rows scored)."""
+    rows = np.arange(index * cfg.chunk_rows, index * cfg.chunk_rows + frame.height)
+    mine = cfg.shard.mask(_uids(frame, rows, cfg))
+    progress.advance(frame.height - int(mine.sum()))  # other shards' rows
+    scored, n_tokens = _score_chunk(frame.filter(mine), rows[mine], cfg, p, capture, progress)
+    return scored, n_tokens, int(mine.sum())
+
+
+def _uids(frame: pl.DataFrame, rows: np.ndarray, cfg: ScoreConfig) -> list:
+    """The uid of each row: the --id-field value, or the global row index."""
+    return frame[cfg.id_field].to_list() if cfg.id_field else rows.tolist()
 
 
 def prepare_rows(
-    frame: pl.DataFrame, start: int, cfg: ScoreConfig, p: _Plan
+    frame: pl.DataFrame, rows: np.ndarray, cfg: ScoreConfig, p: _Plan
 ) -> tuple[list, list[str], dict[int, Segmented]]:
-    """Rows of one chunk to (uids, status per row, {row: Segmented} for rows to score)."""
+    """Rows of one chunk (global indices ``rows``) to (uids, status per row, {row: Segmented}
+    for rows to score); dict keys are positions within ``frame``."""
     n = frame.height
     values = frame[cfg.field].to_list()
-    uids = frame[cfg.id_field].to_list() if cfg.id_field else list(range(start, start + n))
+    uids = _uids(frame, rows, cfg)
     status = [SCORED] * n
     rendered, rendered_rows = [], []
     for row, value in enumerate(values):
@@ -276,7 +278,7 @@ def prepare_rows(
         except InvalidRow as exc:
             if not cfg.skip_invalid:
                 raise UserError(
-                    f"{p.dataset.path} row {start + row}: {exc}; fix the row or pass "
+                    f"{p.dataset.path} row {rows[row]}: {exc}; fix the row or pass "
                     "--skip-invalid to skip such rows"
                 ) from exc
             status[row] = SkipReason.INVALID.value
@@ -292,7 +294,7 @@ def prepare_rows(
 
 def _score_chunk(
     frame: pl.DataFrame,
-    start: int,
+    global_rows: np.ndarray,
     cfg: ScoreConfig,
     p: _Plan,
     capture: AngleCapture,
@@ -300,7 +302,7 @@ def _score_chunk(
 ) -> tuple[pl.DataFrame, int]:
     """Score one chunk of rows; returns the chunk with score columns and its token count."""
     n = frame.height
-    uids, status, segmented = prepare_rows(frame, start, cfg, p)
+    uids, status, segmented = prepare_rows(frame, global_rows, cfg, p)
     n_layers = len(p.layers)
     intra = np.full((n, n_layers), np.nan, dtype=np.float32)
     inter = np.full((n, n_layers), np.nan, dtype=np.float32)
@@ -340,9 +342,9 @@ def _score_chunk(
         pl.Series("n_tokens", lengths[:, 0]),
         pl.Series("n_prefix", lengths[:, 1]),
         pl.Series("n_question", lengths[:, 2]),
-        pl.Series("truncated", [r in segmented and segmented[r].truncated for r in range(n)]),
-        pl.Series(ROW, np.arange(start, start + n, dtype=np.int64)),
-        pl.Series(STATUS, status),
+        pl.Series("truncated", [r in segmented and segmented[r].truncated for r in range(n)], pl.Boolean),
+        pl.Series(ROW, global_rows.astype(np.int64)),
+        pl.Series(STATUS, status, pl.String),
     ]
     return frame.with_columns(new), tokens
 

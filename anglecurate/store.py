@@ -7,6 +7,8 @@ Layout of ``OUT``::
     skipped.parquet               rows that were not scored, with ``skip_reason`` (if any)
     .anglecurate/run.json         the run's options, for resume and refusal (while running)
     .anglecurate/chunks/          one Parquet file per scored chunk of input rows
+                                  (``chunk-00012.s1of4.parquet``: shard 1 of 4's rows of it)
+    .anglecurate/shards/s1of4.json  a finished shard's timing and device (sharded runs)
 
 Every file is written to a temporary name and renamed into place, so a run killed at any
 moment leaves only whole files; a rerun skips the chunks that exist. The global sort never
@@ -21,6 +23,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +50,12 @@ SKIP_COLUMN = "skip_reason"
 ROW = "_row"  # global input row index: the tie-breaker and the resume key
 STATUS = "_status"  # "scored" or a SkipReason value
 SCORED = "scored"
+
+
+class MergeInProgress(UserError):
+    """Another process holds the merge lock of this folder."""
+
+
 RESERVED_COLUMNS = frozenset(SCORE_COLUMNS) | {SKIP_COLUMN, ROW, STATUS}
 
 
@@ -96,8 +105,12 @@ class OutputDir:
     def chunk_dir(self) -> Path:
         return self.work / "chunks"
 
-    def chunk_path(self, index: int) -> Path:
-        return self.chunk_dir / f"chunk-{index:05d}.parquet"
+    def chunk_path(self, index: int, tag: str = "") -> Path:
+        return self.chunk_dir / f"chunk-{index:05d}{'.' + tag if tag else ''}.parquet"
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.work / "shards"
 
     # -- state -----------------------------------------------------------------------------
     def read_manifest(self) -> dict | None:
@@ -129,10 +142,27 @@ class OutputDir:
         """A non-empty folder that holds no anglecurate run."""
         return self.root.is_dir() and any(self.root.iterdir()) and self.previous_run() is None
 
-    def done_chunks(self) -> set[int]:
+    def chunk_files(self) -> dict[tuple[int, str], Path]:
+        """Every finished chunk file, keyed by (chunk index, shard tag)."""
         if not self.chunk_dir.is_dir():
-            return set()
-        return {int(p.stem.split("-")[1]) for p in self.chunk_dir.glob("chunk-*.parquet")}
+            return {}
+        files = {}
+        for path in self.chunk_dir.glob("chunk-*.parquet"):
+            name, _, tag = path.name.removesuffix(".parquet").partition(".")
+            files[int(name.split("-")[1]), tag] = path
+        return files
+
+    def done_chunks(self, tag: str = "") -> set[int]:
+        return {index for index, t in self.chunk_files() if t == tag}
+
+    def shard_markers(self) -> dict[str, dict]:
+        if not self.shard_dir.is_dir():
+            return {}
+        return {p.stem: _read_json(p) for p in self.shard_dir.glob("*.json")}
+
+    def write_shard_marker(self, tag: str, info: dict) -> None:
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(info, self.shard_dir / f"{tag}.json")
 
     # -- writing ---------------------------------------------------------------------------
     def clear(self) -> None:
@@ -142,9 +172,12 @@ class OutputDir:
         for name in ("manifest.json", "skipped.parquet"):
             (self.root / name).unlink(missing_ok=True)
 
-    def start(self, run: dict) -> None:
+    def start(self, run: dict, tag: str = "") -> None:
         self.chunk_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.work.rglob(".*.tmp-*"):  # half-written files of a killed run
+        # Half-written files of a killed run; a shard removes only its own, since other
+        # shards may be writing into the same folder right now.
+        pattern = f".chunk-*.{tag}.parquet.tmp-*" if tag else ".*.tmp-*"
+        for stale in self.work.rglob(pattern):
             stale.unlink(missing_ok=True)
         atomic_write_json(run, self.run_path)
 
@@ -154,8 +187,25 @@ class OutputDir:
         if self.root.is_dir() and not any(self.root.iterdir()):
             self.root.rmdir()
 
-    def write_chunk(self, index: int, frame: pl.DataFrame) -> None:
-        atomic_write_parquet(frame, self.chunk_path(index))
+    def write_chunk(self, index: int, frame: pl.DataFrame, tag: str = "") -> None:
+        atomic_write_parquet(frame, self.chunk_path(index, tag))
+
+    @contextmanager
+    def merge_lock(self):
+        """Held while one process builds the ranking of a sharded run."""
+        lock = self.work / "merge.lock"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            raise MergeInProgress(
+                f"{self.root} is being merged by another process ({lock}); if none is, delete that file"
+            ) from None
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # finish() may already have removed the work folder
 
     def finish(self, manifest: dict) -> None:
         atomic_write_json(manifest, self.manifest_path)
@@ -167,17 +217,14 @@ class OutputDir:
 
     # -- ranking ---------------------------------------------------------------------------
     def build_ranking(
-        self, n_chunks: int, chunk_rows: int, shard_rows: int, columns: Iterable[str]
+        self, chunks: dict[tuple[int, str], Path], chunk_rows: int, shard_rows: int, columns: Iterable[str]
     ) -> RankingSummary:
         """Globally sort the chunk files into ``ranked/`` parts (see module docstring).
 
-        Rank 0 is the highest score; NaN scores come last; ties go to the earlier input row.
+        Rank 0 is the highest score; NaN scores come last; ties go to the earlier input row,
+        so shards merged give the ranks a single run gives.
         """
-        chunks = [self.chunk_path(i) for i in range(n_chunks)]
-        missing = [c.name for c in chunks if not c.exists()]
-        if missing:
-            raise RuntimeError(f"cannot rank: chunk files missing: {missing[:3]}")
-        lazy = pl.scan_parquet(chunks)
+        lazy = pl.scan_parquet(list(chunks.values()))
         status = lazy.group_by(STATUS).len().collect()
         counts = dict(zip(status[STATUS].to_list(), status["len"].to_list(), strict=True))
         keys = (
@@ -192,7 +239,7 @@ class OutputDir:
         stage = self.work / "finalize"
         shutil.rmtree(stage, ignore_errors=True)
         buckets = stage / "buckets"
-        for i, path in enumerate(chunks):
+        for (i, _tag), path in sorted(chunks.items()):
             lo, hi = i * chunk_rows, (i + 1) * chunk_rows
             chunk_keys = keys.filter(pl.col(ROW).is_between(lo, hi, closed="left")).drop("_nan")
             rows = (
@@ -204,7 +251,7 @@ class OutputDir:
             for (part,), group in rows.partition_by("_part", as_dict=True).items():
                 target = buckets / f"part-{part:05d}"
                 target.mkdir(parents=True, exist_ok=True)
-                group.drop("_part").write_parquet(target / f"chunk-{i:05d}.parquet")
+                group.drop("_part").write_parquet(target / path.name)
         order = [*SCORE_COLUMNS, *columns]
         ranked_tmp = stage / "ranked"
         ranked_tmp.mkdir(parents=True)

@@ -23,6 +23,7 @@ import json
 import platform
 import time
 
+import numpy as np
 import torch
 
 
@@ -61,7 +62,7 @@ def main() -> None:
     )
     p = plan(cfg)
     frame = next(iter(p.dataset.iter_chunks(args.rows)))[1]
-    _, _, segmented = prepare_rows(frame, 0, cfg, p)
+    _, _, segmented = prepare_rows(frame, np.arange(frame.height), cfg, p)
     items = list(segmented.values())
     batches = [
         collate([items[i] for i in b], p.pad_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -38,7 +39,7 @@ def naive_layer_angles(cfg: ScoreConfig, rows: int) -> dict:
     p = plan(cfg)
     model = load_model(p.source, p.model_config, torch.float32, torch.device("cpu"))
     frame = next(iter(p.dataset.iter_chunks(rows)))[1]
-    uids, _, segmented = prepare_rows(frame, 0, cfg, p)
+    uids, _, segmented = prepare_rows(frame, np.arange(frame.height), cfg, p)
     kept = {}
     hooks = [
         mlp.register_forward_pre_hook(lambda _m, a, i=i: kept.__setitem__(i, a[0][0].clone()))

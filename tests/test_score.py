@@ -86,11 +86,11 @@ def test_resume_after_interruption_equals_clean_run(tiny_model_dir, math_json, t
     writes = []
     original_write = OutputDir.write_chunk
 
-    def crash_after_two(self, index, frame):
+    def crash_after_two(self, index, frame, tag=""):
         if len(writes) == 2:
             raise KeyboardInterrupt  # a kill between chunks
         writes.append(index)
-        original_write(self, index, frame)
+        original_write(self, index, frame, tag)
 
     monkeypatch.setattr(OutputDir, "write_chunk", crash_after_two)
     with pytest.raises(KeyboardInterrupt):

@@ -1,0 +1,72 @@
+"""``--devices``: one scoring process per device on this machine, without torchrun.
+
+Each child is the same ``anglecurate score`` command with ``--shard i/N --device D`` added
+(and ``--devices`` removed); the children share ``OUT`` and the one that finishes last
+builds the global ranking. No collectives: shards never talk to each other.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from anglecurate.errors import UserError
+
+
+def parse_devices(spec: str) -> list[str]:
+    """``0,1,2,3`` (CUDA indices), ``cuda:0,cuda:1`` or ``cpu,cpu`` to a list of devices."""
+    devices = []
+    for part in (p.strip() for p in spec.split(",")):
+        if part.isdigit():
+            devices.append(f"cuda:{part}")
+        elif part == "cpu" or part.startswith("cuda:") and part[5:].isdigit():
+            devices.append(part)
+        else:
+            raise UserError(
+                f"--devices {spec!r}: list CUDA indices (0,1,2,3), cuda:N or cpu, comma-separated"
+            )
+    if len(devices) < 2:
+        raise UserError("--devices needs at least two devices; for one, use --device")
+    return devices
+
+
+def strip_option(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without ``--name value`` / ``--name=value`` for each of ``names``."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in names:
+            skip = True
+            continue
+        if any(arg.startswith(name + "=") for name in names):
+            continue
+        kept.append(arg)
+    return kept
+
+
+def run_shards(argv: list[str], devices: list[str]) -> list[tuple[str, int, str]]:
+    """Run one child per device; returns (device, exit code, last stderr line) per child."""
+    base = strip_option(argv, ("--devices", "--device", "--shard"))
+    count = len(devices)
+    children = []
+    for index, device in enumerate(devices):
+        shard = ["--shard", f"{index}/{count}", "--device", device, "--quiet"]
+        cmd = [sys.executable, "-m", "anglecurate", *base, *shard]
+        children.append(
+            (device, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        )
+    results = []
+    try:
+        for device, child in children:
+            _, err = child.communicate()
+            last = next((line for line in reversed(err.strip().splitlines()) if line.strip()), "")
+            results.append((device, child.returncode, last))
+    except KeyboardInterrupt:
+        for _, child in children:
+            child.terminate()
+        time.sleep(0.5)
+        raise
+    return results

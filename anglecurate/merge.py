@@ -1,0 +1,141 @@
+"""The end of a scoring run: the global ranking and manifest, for one process or for the
+shards of a sharded run (each writes a marker; the last to finish, or `anglecurate merge`,
+ranks every shard's chunk files together exactly as a single run ranks its own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from anglecurate.errors import UserError
+from anglecurate.manifest import build_manifest, same_run
+from anglecurate.shard import Shard
+from anglecurate.store import MergeInProgress, OutputDir
+
+
+@dataclass
+class ScoreResult:
+    """What a run did, for the CLI summary and ``--json``."""
+
+    out: str
+    status: str  # "complete" or "already complete"
+    manifest: dict
+    chunks_resumed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        m = self.manifest
+        return {
+            "out": self.out,
+            "status": self.status,
+            "rows": m["run"]["dataset"]["rows"],
+            **m["counts"],
+            "rank_layer": m["run"]["rank_layer"],
+            "weights": m["run"]["weights"],
+            "timing": m["timing"],
+            "chunks_resumed": self.chunks_resumed,
+            "parts": [p["file"] for p in m["outputs"]["ranked"]],
+        }
+
+
+def run_timing(wall: float, rows: int, tokens: int) -> dict:
+    return {
+        "wall_s": round(wall, 3),
+        "rows_this_run": rows,
+        "tokens_this_run": tokens,
+        "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
+        "rows_per_s": round(rows / wall, 2) if wall > 0 else None,
+    }
+
+
+def complete(
+    out: OutputDir, shard: Shard, run: dict, columns: list[str], timing: dict, device: dict, resumed: int
+) -> ScoreResult:
+    """After this process's chunks: rank (unsharded), or mark the shard done and merge when
+    it was the last one."""
+    if shard.whole:
+        return _finish(out, run, columns, timing, device, resumed)
+    marker = {"run": run, "timing": timing, "device": device, "columns": columns}
+    out.write_shard_marker(shard.tag, marker)
+    waiting = shard_status(out, run)["missing"]
+    if waiting:
+        return ScoreResult(str(out.root), "shard complete", {}, resumed, extra={"missing_shards": waiting})
+    try:
+        return merge(out.root, resumed=resumed)
+    except MergeInProgress:  # the other shard that finished at the same moment merges
+        return ScoreResult(str(out.root), "shard complete", {}, resumed, extra={"missing_shards": []})
+
+
+def _finish(
+    out: OutputDir, run: dict, columns: list[str], timing: dict, device: dict, resumed: int
+) -> ScoreResult:
+    """Build the global ranking from every chunk file and write the manifest."""
+    ranking = out.build_ranking(out.chunk_files(), run["chunk_rows"], run["shard_rows"], columns)
+    counts = {
+        "scored": ranking.scored,
+        "skipped": ranking.skipped,
+        "truncated": ranking.truncated,
+        "undefined_score": ranking.undefined_score,
+    }
+    outputs = {"ranked": ranking.parts, "skipped": "skipped.parquet" if ranking.skipped else None}
+    manifest = build_manifest(run, device, timing, counts, outputs)
+    out.finish(manifest)
+    return ScoreResult(str(out.root), "complete", manifest, chunks_resumed=resumed)
+
+
+def shard_status(out: OutputDir, run: dict) -> dict:
+    """Finished and missing shards of a sharded run in ``out``; refuses foreign markers."""
+    markers = out.shard_markers()
+    count = run["shards"]
+    expected = {Shard(i, count).tag for i in range(count)}
+    for tag, marker in markers.items():
+        if tag not in expected or same_run(marker["run"], run):
+            raise UserError(
+                f"{out.shard_dir / (tag + '.json')} is from another run (different shards, model or "
+                "options); remove it and rerun that shard with the same options"
+            )
+    missing = sorted(expected - set(markers), key=lambda t: int(t[1:].split("of")[0]))
+    return {"done": sorted(markers), "missing": [t[1:].replace("of", "/") for t in missing]}
+
+
+def merge(folder: str | Path, resumed: int = 0) -> ScoreResult:
+    """Build the global ranking and manifest of a sharded run once every shard finished;
+    ``resumed`` is reported as the calling shard's resumed chunk count."""
+    out = OutputDir(folder)
+    manifest = out.read_manifest()
+    if manifest is not None:
+        return ScoreResult(str(out.root), "already complete", manifest)
+    run = out.previous_run()
+    if run is None:
+        raise UserError(
+            f"{out.root} holds no scoring run; run `anglecurate score --shard i/N --out {out.root}`"
+        )
+    if run.get("shards", 1) == 1:
+        raise UserError(f"{out.root} is an unsharded run; rerun its `anglecurate score` command to finish it")
+    status = shard_status(out, run)
+    if status["missing"]:
+        raise UserError(
+            f"cannot merge {out.root}: shards {', '.join(status['missing'])} of {run['shards']} are not "
+            "finished; run (or resume) them with `anglecurate score ... --shard i/N`"
+        )
+    markers = out.shard_markers()
+    with out.merge_lock():
+        timing = _sum_timing([m["timing"] for m in markers.values()])
+        columns = next(iter(markers.values()))["columns"]
+        devices = [m["device"] for _, m in sorted(markers.items())]
+        return _finish(out, run, columns, timing, {**devices[0], "shards": devices}, resumed)
+
+
+def _sum_timing(timings: list[dict]) -> dict:
+    """Shards ran side by side: rows and tokens add up, wall time is the slowest shard's."""
+    wall = max(t["wall_s"] for t in timings)
+    rows = sum(t["rows_this_run"] for t in timings)
+    tokens = sum(t["tokens_this_run"] for t in timings)
+    return {
+        "wall_s": wall,
+        "rows_this_run": rows,
+        "tokens_this_run": tokens,
+        "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
+        "rows_per_s": round(rows / wall, 2) if wall > 0 else None,
+        "shards": len(timings),
+    }
