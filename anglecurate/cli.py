@@ -33,6 +33,11 @@ class DType(StrEnum):
     fp16 = "fp16"
 
 
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 class OnLong(StrEnum):
     skip = "skip"
     truncate = "truncate"
@@ -73,6 +78,9 @@ def score(
     trust_remote_code: bool = typer.Option(False, help="Allow a model's own Python code to run."),
     shard: str = typer.Option(None, help="Score only shard i/N of the rows (by uid hash) into OUT."),
     devices: str = typer.Option(None, help="One shard per device, e.g. 0,1,2,3 (CUDA) or cpu,cpu."),
+    engine: Engine = typer.Option(Engine.local, help="local (this process), or ray (an actor pool)."),
+    num_workers: int = typer.Option(2, help="Ray actors (one model each; one GPU each on GPU clusters)."),
+    ray_address: str = typer.Option(None, help="Ray cluster to join (default: RAY_ADDRESS, or start one)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
@@ -123,7 +131,12 @@ def score(
     show = not quiet and not json_out
     try:
         with ScoreProgress(enabled=show and sys.stderr.isatty()) as progress:
-            result = run_score(cfg, progress)
+            if engine is Engine.ray:
+                from anglecurate.cluster import score_on_ray
+
+                result = score_on_ray(cfg, num_workers, ray_address, progress)
+            else:
+                result = run_score(cfg, progress)
     except KeyboardInterrupt:
         print("interrupted: finished chunks are kept; rerun the same command to resume", file=sys.stderr)
         raise typer.Exit(130) from None

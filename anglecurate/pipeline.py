@@ -193,7 +193,8 @@ def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResul
     except UserError:
         # A bad row found before anything was scored leaves no trace, so the fixed data can
         # be scored into the same folder; finished chunks are kept for a resume otherwise.
-        if not out.chunk_files():
+        # (Shards keep the folder: another shard may be starting in it right now.)
+        if shard.whole and not out.chunk_files():
             out.discard_empty_start()
         raise
     timing = run_timing(time.perf_counter() - t0, rows_scored_now, tokens)

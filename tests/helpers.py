@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 import polars as pl
@@ -66,3 +67,25 @@ def assert_matches_naive(ranked: pl.DataFrame, naive: dict, tol: float) -> None:
         assert row["c_intra_layers"] == pytest.approx(intra, abs=tol, nan_ok=True)
         assert row["c_inter_layers"] == pytest.approx(inter, abs=tol, nan_ok=True)
         assert row["c_intra"] == pytest.approx(intra[-1], abs=tol, nan_ok=True)
+
+
+@contextmanager
+def killed_after(writes: int):
+    """Make the run raise KeyboardInterrupt (a kill between chunks) once ``writes`` chunk
+    files are written; yields the list of chunk indices written."""
+    from anglecurate.store import OutputDir
+
+    original = OutputDir.write_chunk
+    written: list[int] = []
+
+    def write(self, index, frame, tag=""):
+        if len(written) == writes:
+            raise KeyboardInterrupt
+        written.append(index)
+        original(self, index, frame, tag)
+
+    OutputDir.write_chunk = write
+    try:
+        yield written
+    finally:
+        OutputDir.write_chunk = original

@@ -12,7 +12,7 @@ from anglecurate.pipeline import score
 from anglecurate.store import SCORE_COLUMNS, OutputDir
 
 from .conftest import shared_file
-from .helpers import assert_matches_naive, naive_layer_angles, read_ranked
+from .helpers import assert_matches_naive, killed_after, naive_layer_angles, read_ranked
 
 
 @pytest.fixture(scope="module")
@@ -83,19 +83,8 @@ def test_resume_after_interruption_equals_clean_run(tiny_model_dir, math_json, t
     clean = tmp_path / "clean"
     score(_cfg(tiny_model_dir, math_json, clean, field="problem", chunk_rows=8))
     broken = tmp_path / "broken"
-    writes = []
-    original_write = OutputDir.write_chunk
-
-    def crash_after_two(self, index, frame, tag=""):
-        if len(writes) == 2:
-            raise KeyboardInterrupt  # a kill between chunks
-        writes.append(index)
-        original_write(self, index, frame, tag)
-
-    monkeypatch.setattr(OutputDir, "write_chunk", crash_after_two)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after(2), pytest.raises(KeyboardInterrupt):
         score(_cfg(tiny_model_dir, math_json, broken, field="problem", chunk_rows=8))
-    monkeypatch.setattr(OutputDir, "write_chunk", original_write)
     assert not (broken / "manifest.json").exists()
     assert OutputDir(broken).done_chunks() == {0, 1}
     # a half-written file from the kill must not be mistaken for a chunk

@@ -18,7 +18,7 @@ from anglecurate.pipeline import score
 from anglecurate.shard import Shard, launcher_shard, parse_shard
 from anglecurate.store import OutputDir
 
-from .helpers import read_ranked, run_cli
+from .helpers import killed_after, read_ranked, run_cli
 
 N_ROWS = 45
 
@@ -84,19 +84,8 @@ def test_shards_merge_into_the_single_run_even_after_a_kill(
     with pytest.raises(UserError, match="shards 1/3, 2/3 of 3 are not finished"):
         merge(out)
 
-    original = OutputDir.write_chunk
-    calls = []
-
-    def killed_after_two(self, index, frame, tag=""):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(index)
-        original(self, index, frame, tag)
-
-    monkeypatch.setattr(OutputDir, "write_chunk", killed_after_two)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after(2), pytest.raises(KeyboardInterrupt):
         score(config(tiny_model_dir, questions, out, shard=Shard(1, 3)))
-    monkeypatch.setattr(OutputDir, "write_chunk", original)
     assert OutputDir(out).done_chunks("s1of3") == {0, 1}
 
     assert score(config(tiny_model_dir, questions, out, shard=Shard(2, 3))).status == "shard complete"
@@ -162,3 +151,33 @@ def test_devices_option_launches_one_shard_per_device(tiny_model_dir, questions,
     assert_same_ranking(single, out)
     bad = subprocess.run([*cmd[:-3], "--devices", "gpu0"], capture_output=True, text=True, env=cli_env())
     assert bad.returncode == 2 and "--devices 'gpu0'" in bad.stderr
+
+
+def test_ray_engine_resumes_a_killed_run_and_equals_the_single_run(
+    tiny_model_dir, questions, single, tmp_path, monkeypatch
+):
+    ray = pytest.importorskip("ray")
+    from anglecurate.cluster import score_on_ray
+
+    out = tmp_path / "out"
+    with killed_after(2), pytest.raises(KeyboardInterrupt):
+        score(config(tiny_model_dir, questions, out))  # a local run killed after two chunks
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a local cluster: two CPU actors
+    try:
+        result = score_on_ray(config(tiny_model_dir, questions, out), num_workers=2)
+    finally:
+        ray.shutdown()
+    assert result.status == "complete" and result.chunks_resumed == 2
+    assert result.manifest["device"]["engine"] == "ray"
+    assert_same_ranking(single, out)
+
+
+def test_ray_engine_errors(tiny_model_dir, questions, tmp_path, monkeypatch, capsys):
+    args = ["score", "--model", tiny_model_dir, "--data", questions, "--out", tmp_path / "o"]
+    args += ["--engine", "ray"]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--num-workers", 0)
+    assert code == 2 and "--num-workers must be at least 1" in err
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and "pip install 'anglecurate[ray]'" in err

@@ -1,0 +1,139 @@
+"""`score --engine ray`: the same run, its chunks spread over a Ray actor pool.
+
+Ray Data carries the work: a dataset of the chunk indices still to score, mapped with
+``map_batches`` over a pool of ``num_workers`` actors. Each actor plans the run and loads
+the model once, reads its chunks with anglecurate's own reader (so the data file and
+``OUT`` must be on storage every node sees) and writes each scored chunk file into
+``OUT`` itself, the unit of resume. The driver then builds the global ranking and the
+manifest exactly as a single process does, so a Ray run, a local run and a sharded run of
+the same options give the same output, and any of them can resume the others' chunks.
+On a cluster with GPUs each actor takes one (``num_gpus=1``); otherwise actors are CPU
+processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from anglecurate.config import ScoreConfig
+from anglecurate.errors import UserError
+from anglecurate.merge import ScoreResult, complete, run_timing
+from anglecurate.progress import ScoreProgress
+from anglecurate.store import OutputDir
+
+
+class ChunkScorer:
+    """A Ray Data actor: the model loaded once, then chunk indices in, chunk files out."""
+
+    def __init__(self, cfg: ScoreConfig):
+        from contextlib import ExitStack
+
+        from anglecurate.capture import angle_capture
+        from anglecurate.model import load_model
+        from anglecurate.pipeline import plan
+
+        self.cfg = cfg
+        self.p = p = plan(cfg)
+        model = load_model(p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code)
+        self._stack = ExitStack()  # the hooks stay in place for the actor's lifetime
+        self.capture = self._stack.enter_context(angle_capture(model, self.p.layers))
+        self.out = OutputDir(cfg.out)
+
+    def __call__(self, batch: dict) -> dict:
+        from anglecurate.pipeline import score_chunk
+
+        rows, tokens = [], []
+        n_chunks = -(-self.p.dataset.num_rows // self.cfg.chunk_rows)
+        for index in (int(i) for i in batch["chunk"]):
+            skip = set(range(n_chunks)) - {index}
+            ((_, frame),) = self.p.dataset.iter_chunks(self.cfg.chunk_rows, skip=skip)
+            scored, n_tokens, n_rows = score_chunk(
+                index, frame, self.cfg, self.p, self.capture, ScoreProgress(enabled=False)
+            )
+            self.out.write_chunk(index, scored, self.cfg.shard.tag)
+            rows.append(frame.height)
+            tokens.append(n_tokens)
+        return {"chunk": batch["chunk"], "rows": rows, "tokens": tokens}
+
+
+def score_on_ray(
+    cfg: ScoreConfig, num_workers: int, address: str | None = None, progress: ScoreProgress | None = None
+) -> ScoreResult:
+    """Score ``cfg`` with ``num_workers`` Ray actors; resumes like the local engine."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--engine ray needs Ray: pip install 'anglecurate[ray]'") from None
+    from anglecurate.manifest import device_info
+    from anglecurate.pipeline import open_run
+
+    if num_workers < 1:
+        raise UserError("--num-workers must be at least 1")
+    progress = progress or ScoreProgress(enabled=False)
+    out = OutputDir(cfg.out)
+    p, finished = open_run(cfg, out)
+    if finished is not None:
+        return finished
+    if cfg.overwrite:
+        out.clear()
+    out.start(p.run, cfg.shard.tag)
+    n_chunks = -(-p.dataset.num_rows // cfg.chunk_rows)
+    done = out.done_chunks(cfg.shard.tag) & set(range(n_chunks))
+    todo = [i for i in range(n_chunks) if i not in done]
+    done_rows = sum(min(cfg.chunk_rows, p.dataset.num_rows - i * cfg.chunk_rows) for i in done)
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except ConnectionError as exc:
+            raise UserError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
+    _quiet_ray_data(ray)
+    t0 = time.perf_counter()
+    tokens = rows = 0
+    try:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        work = ray.data.from_items([{"chunk": i} for i in todo], override_num_blocks=max(len(todo), 1))
+        results = work.map_batches(
+            ChunkScorer,
+            fn_constructor_kwargs={"cfg": cfg},
+            batch_size=1,
+            concurrency=num_workers,
+            num_gpus=gpus,
+            num_cpus=0 if gpus else 1,
+        )
+        progress.start("scoring on ray", total=p.dataset.num_rows, completed=done_rows)
+        for row in results.iter_rows() if todo else ():
+            rows += int(row["rows"])
+            tokens += int(row["tokens"])
+            progress.advance(int(row["rows"]), int(row["tokens"]))
+    except Exception as exc:  # a user error inside an actor comes back wrapped by Ray
+        cause = _user_error(exc)
+        if cause is not None:
+            raise cause from None
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+    timing = run_timing(time.perf_counter() - t0, rows, tokens)
+    device = {**device_info(p.device), "engine": "ray", "workers": num_workers}
+    return complete(out, cfg.shard, p.run, p.dataset.columns, timing, device, len(done))
+
+
+def _quiet_ray_data(ray) -> None:
+    """Our progress bar reports the run; Ray Data's own bars and INFO lines would bury it."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def _user_error(exc: BaseException) -> UserError | None:
+    """The UserError an actor raised, found in Ray's wrapping (cause chain or message)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, UserError):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return None
