@@ -15,13 +15,23 @@ memory, never the L x L cosine matrix:
 A zero vector has no direction; it counts as a token whose cosine with every other token
 is 0 (that is what u_i = 0 gives), so it dilutes the mean rather than producing NaN.
 
-``segment_unit_sums`` is the fused reduction that runs inside the forward hook (one read of
-the hidden states, fp32 accumulation whatever the model dtype). ``naive_angles`` is the
-float64 O(L^2) reference the tests compare it with. ``reduce_segments`` is the one dispatch
-point that picks the implementation.
+Three implementations of the same reduction, one dispatch point (``reduce_segments``):
+
+- ``segment_unit_sums``: padded batches with [B, S, T] segment masks, one batched matmul
+  (the CPU path; measured in docs/perf.md).
+- ``range_unit_sums``: segments as token ranges over a [N, d] tensor (a packed sequence,
+  or a padded batch viewed flat), plain PyTorch; the reference of the Triton kernel.
+- ``anglecurate.kernel.segment_unit_sums_triton``: the same contract as a Triton kernel
+  (the CUDA path), deterministic, one read of the input.
+
+``naive_angles`` is the float64 O(L^2) reference all of them are tested against.
+``ANGLECURATE_KERNEL=torch|triton`` overrides the choice (tests force either).
 """
 
 from __future__ import annotations
+
+import importlib.util
+import os
 
 import torch
 
@@ -56,12 +66,65 @@ def segment_unit_sums(hidden: torch.Tensor, segment_masks: torch.Tensor) -> tupl
     return sums, sq_sums
 
 
-def reduce_segments(hidden: torch.Tensor, segment_masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dispatch point for the segment reduction (see :func:`segment_unit_sums`).
+def range_unit_sums(
+    x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum unit vectors and their squared norms over token ranges (plain PyTorch).
 
-    Only the batched-matmul path exists today; a device-specific kernel plugs in here.
+    Args:
+        x: [N, d] hidden states, any float dtype.
+        starts, ends: [S] integer; segment s is tokens [starts[s], ends[s]) (may be empty;
+            segments must not overlap).
+
+    Returns:
+        sums: [S, d] float32 (float64 for float64 input); sq_sums: [S], as in
+        :func:`segment_unit_sums`.
     """
-    return segment_unit_sums(hidden, segment_masks)
+    xf = x if x.dtype == torch.float64 else x.float()
+    starts = starts.to(device=x.device, dtype=torch.long)
+    lengths = (ends.to(device=x.device, dtype=torch.long) - starts).clamp_min(0)
+    seg = torch.repeat_interleave(torch.arange(starts.numel(), device=x.device), lengths)
+    first = torch.cumsum(lengths, 0) - lengths  # position of each segment's first token in `seg`
+    tokens = starts[seg] + torch.arange(seg.numel(), device=x.device) - first[seg]
+    picked = xf[tokens]
+    norms = torch.linalg.vector_norm(picked, dim=-1)
+    inv = 1.0 / norms.clamp_min(NORM_EPS)
+    sums = torch.zeros((starts.numel(), x.shape[1]), dtype=xf.dtype, device=x.device)
+    sums.index_add_(0, seg, picked * inv.unsqueeze(-1))
+    sq_sums = torch.zeros(starts.numel(), dtype=xf.dtype, device=x.device)
+    sq_sums.index_add_(0, seg, (norms * inv).square())
+    return sums, sq_sums
+
+
+def kernel_backend(device: torch.device) -> str:
+    """``triton`` on CUDA when Triton is installed, else ``torch``; ANGLECURATE_KERNEL overrides."""
+    forced = os.environ.get("ANGLECURATE_KERNEL")
+    if forced in ("torch", "triton"):
+        return forced
+    if device.type != "cuda":
+        return "torch"
+    return "triton" if importlib.util.find_spec("triton") is not None else "torch"
+
+
+def reduce_segments(hidden: torch.Tensor, segments) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dispatch point: per-prompt prefix/question sums of one layer's hidden states.
+
+    Args:
+        hidden: [B, T, d] (a padded batch, or B=1 for a packed one), any float dtype.
+        segments: the batch's :class:`anglecurate.capture.DeviceSegments`.
+
+    Returns:
+        sums: [P, 2, d] float32; sq_sums: [P, 2] (P prompts; index 0 prefix, 1 question).
+    """
+    if segments.plan is not None:
+        from anglecurate.kernel import segment_unit_sums_triton
+
+        sums, sq = segment_unit_sums_triton(hidden.reshape(-1, hidden.shape[-1]), segments.plan)
+    elif segments.masks is not None:
+        return segment_unit_sums(hidden, segments.masks)
+    else:
+        sums, sq = range_unit_sums(hidden.reshape(-1, hidden.shape[-1]), segments.starts, segments.ends)
+    return sums.view(-1, 2, hidden.shape[-1]), sq.view(-1, 2)
 
 
 def angles_from_sums(

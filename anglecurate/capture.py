@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from anglecurate.angles import angles_from_sums, reduce_segments
+from anglecurate.angles import angles_from_sums, kernel_backend, reduce_segments
 from anglecurate.model import LoadedModel
 
 
@@ -24,20 +24,47 @@ class _StopForward(Exception):
 
 @dataclass(frozen=True)
 class Batch:
-    """A padded batch of prompts (right padding).
+    """A batch of P prompts, padded ([P, T], right padding) or packed ([1, T] with
+    ``position_ids`` restarting at 0 for each prompt and no attention mask).
 
-    input_ids, attention_mask: [B, T] int64.
-    segment_masks: [B, 2, T] float32; row 0 marks prefix tokens, row 1 question tokens.
+    input_ids: [B, T] int64. attention_mask: [B, T] int64, or None when packed.
+    position_ids: [1, T] int64 when packed, else None.
+    starts, ends: [P * 2] int64 token ranges in the flattened [B * T] tokens: prompt p's
+        prefix is range 2p, its question range 2p + 1.
+    segment_masks: [P, 2, T] float32 (padded batches only): the same ranges as masks.
     """
 
     input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    segment_masks: torch.Tensor
+    attention_mask: torch.Tensor | None
+    starts: torch.Tensor
+    ends: torch.Tensor
+    segment_masks: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
 
     @property
     def counts(self) -> torch.Tensor:
-        """[B, 2] prefix and question token counts."""
-        return self.segment_masks.sum(-1)
+        """[P, 2] prefix and question token counts."""
+        return (self.ends - self.starts).view(-1, 2).to(torch.float32)
+
+
+@dataclass(frozen=True)
+class DeviceSegments:
+    """A batch's segments on the model's device, in the form the chosen reduction reads:
+    ``plan`` (Triton), ``masks`` (padded, PyTorch) or ``starts``/``ends`` (packed, PyTorch)."""
+
+    starts: torch.Tensor
+    ends: torch.Tensor
+    masks: torch.Tensor | None = None
+    plan: object | None = None
+
+    @classmethod
+    def for_batch(cls, batch: Batch, device: torch.device) -> DeviceSegments:
+        if kernel_backend(device) == "triton":
+            from anglecurate.kernel import SegmentPlan
+
+            return cls(batch.starts, batch.ends, plan=SegmentPlan.build(batch.starts, batch.ends, device))
+        masks = batch.segment_masks.to(device, non_blocking=True) if batch.segment_masks is not None else None
+        return cls(batch.starts.to(device), batch.ends.to(device), masks=masks)
 
 
 class AngleCapture:
@@ -46,13 +73,13 @@ class AngleCapture:
     def __init__(self, model: LoadedModel, layer_indices: list[int]):
         self.model = model
         self.layer_indices = sorted(layer_indices)
-        self._masks: torch.Tensor | None = None
+        self._segments: DeviceSegments | None = None
         self._sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _hook(self, layer: int, is_deepest: bool):
         def hook(_module, args, kwargs):
             hidden = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
-            self._sums[layer] = reduce_segments(hidden, self._masks)
+            self._sums[layer] = reduce_segments(hidden, self._segments)
             if is_deepest:
                 raise _StopForward
 
@@ -62,23 +89,24 @@ class AngleCapture:
     def run(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward one batch; returns (c_intra, c_inter), each [B, n_layers] float64 on CPU."""
         device = self.model.device
-        self._masks = batch.segment_masks.to(device, non_blocking=True)
+        self._segments = DeviceSegments.for_batch(batch, device)
         self._sums = {}
+        inputs = {"input_ids": batch.input_ids.to(device, non_blocking=True), "use_cache": False}
+        if batch.attention_mask is not None:
+            inputs["attention_mask"] = batch.attention_mask.to(device, non_blocking=True)
+        if batch.position_ids is not None:  # packed: transformers masks each prompt off
+            inputs["position_ids"] = batch.position_ids.to(device, non_blocking=True)
         try:
-            self.model.base(
-                input_ids=batch.input_ids.to(device, non_blocking=True),
-                attention_mask=batch.attention_mask.to(device, non_blocking=True),
-                use_cache=False,
-            )
+            self.model.base(**inputs)
         except _StopForward:
             pass
         finally:
-            self._masks = None
+            self._segments = None
         if len(self._sums) != len(self.layer_indices):
             raise RuntimeError("a scored layer's hook did not run; the model skipped layers")
-        sums = torch.stack([self._sums[i][0] for i in self.layer_indices], dim=1)  # [B, L, 2, d]
-        sq = torch.stack([self._sums[i][1] for i in self.layer_indices], dim=1)  # [B, L, 2]
-        counts = batch.counts.to(sums.device).unsqueeze(1)  # [B, 1, 2]
+        sums = torch.stack([self._sums[i][0] for i in self.layer_indices], dim=1)  # [P, L, 2, d]
+        sq = torch.stack([self._sums[i][1] for i in self.layer_indices], dim=1)  # [P, L, 2]
+        counts = batch.counts.to(sums.device).unsqueeze(1)  # [P, 1, 2]
         c_intra, c_inter = angles_from_sums(
             sums[..., 0, :], sums[..., 1, :], sq[..., 1], counts[..., 0], counts[..., 1]
         )

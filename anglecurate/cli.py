@@ -33,6 +33,12 @@ class DType(StrEnum):
     fp16 = "fp16"
 
 
+class Packing(StrEnum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class Engine(StrEnum):
     local = "local"
     ray = "ray"
@@ -76,6 +82,12 @@ def score(
     skip_invalid: bool = typer.Option(False, help="Skip and count malformed rows instead of stopping."),
     overwrite: bool = typer.Option(False, help="Replace a run with other options in --out."),
     trust_remote_code: bool = typer.Option(False, help="Allow a model's own Python code to run."),
+    packing: Packing = typer.Option(
+        Packing.auto, help="Pack each batch into one sequence: on, off, or auto (on with a varlen attention)."
+    ),
+    attn_implementation: str = typer.Option(
+        "sdpa", help="Attention kernel: sdpa, eager, flex_attention, flash_attention_2 (packing)."
+    ),
     shard: str = typer.Option(None, help="Score only shard i/N of the rows (by uid hash) into OUT."),
     devices: str = typer.Option(None, help="One shard per device, e.g. 0,1,2,3 (CUDA) or cpu,cpu."),
     engine: Engine = typer.Option(Engine.local, help="local (this process), or ray (an actor pool)."),
@@ -126,6 +138,8 @@ def score(
         skip_invalid=skip_invalid,
         overwrite=overwrite,
         trust_remote_code=trust_remote_code,
+        packing=packing.value,
+        attn_implementation=attn_implementation,
         shard=parsed,
     )
     show = not quiet and not json_out

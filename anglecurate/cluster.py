@@ -35,7 +35,9 @@ class ChunkScorer:
 
         self.cfg = cfg
         self.p = p = plan(cfg)
-        model = load_model(p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code)
+        model = load_model(
+            p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code, cfg.attn_implementation
+        )
         self._stack = ExitStack()  # the hooks stay in place for the actor's lifetime
         self.capture = self._stack.enter_context(angle_capture(model, self.p.layers))
         self.out = OutputDir(cfg.out)

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from anglecurate.errors import UserError
 from anglecurate.shard import Shard
 
+# Attention kernels transformers can run packed batches with: sdpa and eager with a
+# block-diagonal mask, flex_attention with document masks, flash-attention padding-free.
+ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
+# Of those, the ones whose cost follows each prompt's own length (padding-free).
+VARLEN_ATTENTION = ("flex_attention", "flash_attention_2", "flash_attention_3")
+
 
 @dataclass
 class ScoreConfig:
@@ -33,7 +39,17 @@ class ScoreConfig:
     skip_invalid: bool = False
     overwrite: bool = False
     trust_remote_code: bool = False
+    packing: str = "auto"  # on: one packed sequence per batch; auto: on with a varlen attention
+    attn_implementation: str = "sdpa"
     shard: Shard = Shard()  # i/N: score only shard i's rows (frozen, so a safe default)
+
+    @property
+    def packed(self) -> bool:
+        """Pack batches: when asked, or (auto) when the attention kernel is padding-free;
+        with SDPA a packed row pays attention over the whole row, so auto pads instead."""
+        return self.packing == "on" or (
+            self.packing == "auto" and self.attn_implementation in VARLEN_ATTENTION
+        )
 
     def validate(self) -> None:
         if self.on_long not in ("skip", "truncate"):
@@ -42,6 +58,12 @@ class ScoreConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.packing not in ("auto", "on", "off"):
+            raise UserError(f"--packing {self.packing!r} must be auto, on or off")
+        if self.attn_implementation not in ATTENTION:
+            raise UserError(
+                f"--attn-implementation {self.attn_implementation!r}: choose one of {', '.join(ATTENTION)}"
+            )
         if self.w_intra == 0 and self.w_inter == 0:
             raise UserError("--w-intra and --w-inter are both 0; the score would be constant")
 

@@ -207,7 +207,12 @@ class LoadedModel:
 
 
 def load_model(
-    source: ModelSource, config, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False
+    source: ModelSource,
+    config,
+    dtype: torch.dtype,
+    device: torch.device,
+    trust_remote_code: bool = False,
+    attn_implementation: str = "sdpa",
 ) -> LoadedModel:
     from transformers import AutoModel
 
@@ -218,7 +223,7 @@ def load_model(
                 config=config,
                 dtype=dtype,
                 trust_remote_code=trust_remote_code,
-                attn_implementation="sdpa",
+                attn_implementation=attn_implementation,
                 **source.load_kwargs,
             )
     except Exception as exc:

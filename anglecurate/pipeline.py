@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from anglecurate.batching import collate, plan_batches
+from anglecurate.batching import collate, collate_packed, plan_batches, plan_packed
 from anglecurate.builtin import resolve_data
 from anglecurate.capture import AngleCapture, angle_capture
 from anglecurate.config import ScoreConfig, batch_budget, parse_layers, ranking_layer
@@ -170,7 +170,9 @@ def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResul
     if finished is not None:
         return finished
     shard = cfg.shard
-    model = load_model(p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code)
+    model = load_model(
+        p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code, cfg.attn_implementation
+    )
     if cfg.overwrite:
         out.clear()
     out.start(p.run, shard.tag)
@@ -310,10 +312,12 @@ def _score_chunk(
     lengths = np.zeros((n, 3), dtype=np.int32)
     rows = list(segmented)
     tokens = 0
-    for batch_rows in plan_batches([segmented[r].n_tokens for r in rows], p.batch_tokens):
+    planner = plan_packed if cfg.packed else plan_batches
+    for batch_rows in planner([segmented[r].n_tokens for r in rows], p.batch_tokens):
         members = [rows[i] for i in batch_rows]
         items = [segmented[r] for r in members]
-        c_intra, c_inter = capture.run(collate(items, p.pad_id))
+        batch = collate_packed(items) if cfg.packed else collate(items, p.pad_id)
+        c_intra, c_inter = capture.run(batch)
         intra[members] = c_intra.numpy()
         inter[members] = c_inter.numpy()
         batch_tokens = sum(s.n_tokens for s in items)

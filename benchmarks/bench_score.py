@@ -14,6 +14,14 @@ drift hits both alike. Usage (from the repository root):
 
     .venv/bin/python benchmarks/bench_score.py --data ../shared/data/math_train.parquet \\
         --rows 256 --reference-rows 32 --dtype fp32 --json bench.json
+
+GPU options: ``--packing`` (one packed sequence per batch; pair it with
+``--attn-implementation flash_attention_2`` or ``flex_attention`` for padding-free
+attention), ``--shape qwen2.5-0.5b|qwen2.5-1.5b`` (random weights with that model's exact
+shapes, built from a config: no download; tokens come from --model's tokenizer), and
+``--kernel`` (the segment reduction alone: kernel vs PyTorch reference, error, time and
+bandwidth against a device copy). With a measured bf16 matmul rate the result also gives
+model FLOPs utilisation (2 x non-embedding parameters x tokens, plus causal attention).
 """
 
 from __future__ import annotations
@@ -38,12 +46,16 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--max-batch-tokens", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--packing", action="store_true")
+    ap.add_argument("--attn-implementation", default="sdpa")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default=None)
+    ap.add_argument("--kernel", action="store_true")
     ap.add_argument("--json", dest="json_path", default=None)
     args = ap.parse_args()
 
     from transformers import AutoModelForCausalLM
 
-    from anglecurate.batching import collate, plan_batches
+    from anglecurate.batching import collate, collate_packed, plan_batches, plan_packed
     from anglecurate.capture import angle_capture
     from anglecurate.config import ScoreConfig
     from anglecurate.manifest import versions
@@ -64,18 +76,33 @@ def main() -> None:
     frame = next(iter(p.dataset.iter_chunks(args.rows)))[1]
     _, _, segmented = prepare_rows(frame, np.arange(frame.height), cfg, p)
     items = list(segmented.values())
-    batches = [
-        collate([items[i] for i in b], p.pad_id)
-        for b in plan_batches([s.n_tokens for s in items], p.batch_tokens)
-    ]
+    lengths = [s.n_tokens for s in items]
+    if args.packing:
+        batches = [collate_packed([items[i] for i in b]) for b in plan_packed(lengths, p.batch_tokens)]
+    else:
+        batches = [collate([items[i] for i in b], p.pad_id) for b in plan_batches(lengths, p.batch_tokens)]
     n_tokens = sum(s.n_tokens for s in items)
 
-    lm = (
-        AutoModelForCausalLM.from_pretrained(p.source.directory, dtype=p.dtype, **p.source.load_kwargs)
-        .eval()
-        .to(p.device)
-    )
-    model = wrap_model(lm.base_model, p.model_config.num_hidden_layers)
+    if args.shape:  # random weights, exact shapes: no download
+        from transformers import Qwen2Config
+
+        config = Qwen2Config(**SHAPES[args.shape])
+        torch.manual_seed(0)
+        attn = args.attn_implementation
+        lm = AutoModelForCausalLM.from_config(config, dtype=p.dtype, attn_implementation=attn)
+        lm = lm.eval().to(p.device)
+    else:
+        lm = (
+            AutoModelForCausalLM.from_pretrained(
+                p.source.directory,
+                dtype=p.dtype,
+                attn_implementation=args.attn_implementation,
+                **p.source.load_kwargs,
+            )
+            .eval()
+            .to(p.device)
+        )
+    model = wrap_model(lm.base_model, lm.config.num_hidden_layers)
 
     def sync():
         if p.device.type == "cuda":
@@ -86,11 +113,12 @@ def main() -> None:
         sync()
         t = time.perf_counter()
         for b in batches:
-            model.base(
-                input_ids=b.input_ids.to(p.device),
-                attention_mask=b.attention_mask.to(p.device),
-                use_cache=False,
-            )
+            inputs = {"input_ids": b.input_ids.to(p.device), "use_cache": False}
+            if b.attention_mask is not None:
+                inputs["attention_mask"] = b.attention_mask.to(p.device)
+            if b.position_ids is not None:
+                inputs["position_ids"] = b.position_ids.to(p.device)
+            model.base(**inputs)
         sync()
         return time.perf_counter() - t
 
@@ -144,6 +172,10 @@ def main() -> None:
         "reference_tokens_per_s": ref_tokens / t_ref,
         "reference_rows": min(args.reference_rows, len(items)),
         "speedup_over_reference": (n_tokens / min(t_score)) / (ref_tokens / t_ref),
+        "packing": args.packing,
+        "attn_implementation": args.attn_implementation,
+        "shape": args.shape,
+        "model_flops_per_s": model_flops(lm.config, lengths) / min(t_bare),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),
@@ -151,10 +183,96 @@ def main() -> None:
         },
         "versions": versions(),
     }
+    if args.kernel:
+        result["kernel"] = bench_kernel(p.device, lm.config.hidden_size)
+    if p.device.type == "cuda":
+        rate = matmul_rate(p.device)
+        result["bf16_matmul_flops_per_s"] = rate
+        result["mfu"] = result["model_flops_per_s"] / rate
     print(json.dumps(result, indent=1))
     if args.json_path:
         with open(args.json_path, "w") as f:
             json.dump(result, f, indent=1)
+
+
+# Published shapes of Qwen2.5 (config.json of each release), built with random weights.
+_QWEN25 = dict(
+    num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=32768
+)
+SHAPES = {
+    "qwen2.5-0.5b": dict(
+        _QWEN25, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14
+    ),
+    "qwen2.5-1.5b": dict(
+        _QWEN25, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12
+    ),
+}
+
+
+def model_flops(config, lengths: list[int]) -> float:
+    """Forward FLOPs of the base model: 2 x non-embedding parameters per token, plus causal
+    attention scores and values (2 x 2 x layers x d x L^2 / 2 per prompt)."""
+    d, layers, ff = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    head_dim = d // heads
+    per_layer = d * d * 2 + 2 * d * kv * head_dim + 3 * d * ff  # q, o; k, v; gate, up, down
+    dense = 2 * layers * per_layer * sum(lengths)
+    attention = sum(2 * layers * d * n * n for n in lengths)
+    return float(dense + attention)
+
+
+def matmul_rate(device) -> float:
+    """Best bf16 matmul FLOP/s of 8192^3 products: the device's practical peak."""
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    best = float("inf")
+    for _ in range(5):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(10):
+            a @ a
+        torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - t) / 10)
+    return 2 * 8192**3 / best
+
+
+def bench_kernel(device, d: int) -> dict:
+    """The segment reduction alone on a packed bf16 [65536, d] input with 1024 segments."""
+    from anglecurate.angles import range_unit_sums
+
+    gen = torch.Generator().manual_seed(0)
+    cuts = torch.sort(torch.randperm(65535, generator=gen)[:2047] + 1).values
+    bounds = torch.cat([torch.tensor([0]), cuts, torch.tensor([65536])])
+    starts, ends = bounds[:-1][0::2], bounds[1:][0::2]  # every other range: gaps like suffixes
+    x = torch.randn(65536, d, generator=gen).to(device=device, dtype=torch.bfloat16)
+    ref, ref_sq = range_unit_sums(x.float(), starts, ends)
+
+    def timed(fn) -> float:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(20):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t) / 20
+
+    out = {
+        "tokens": 65536,
+        "d": d,
+        "segments": starts.numel(),
+        "reference_s": timed(lambda: range_unit_sums(x, starts, ends)),
+    }
+    out["copy_gb_per_s"] = 2 * x.numel() * 2 / timed(lambda: x.clone()) / 1e9  # read + write
+    if device.type == "cuda":
+        from anglecurate.kernel import SegmentPlan, segment_unit_sums_triton
+
+        plan = SegmentPlan.build(starts, ends, device)
+        sums, sq = segment_unit_sums_triton(x, plan)
+        out["max_abs_err"] = float((sums - ref).abs().max())
+        out["kernel_s"] = timed(lambda: segment_unit_sums_triton(x, plan))
+        out["kernel_gb_per_s"] = x.numel() * 2 / out["kernel_s"] / 1e9  # one read of x
+    return out
 
 
 if __name__ == "__main__":

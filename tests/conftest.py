@@ -11,6 +11,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Without a GPU the Triton kernel runs in Triton's interpreter. The flag is read when a
+# kernel is defined, so it must be set before anything imports anglecurate.kernel.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # The shared data folder sits beside the repository (../shared/data); override with
 # ANGLECURATE_TEST_DATA when it lives elsewhere.

@@ -35,7 +35,10 @@ def test_stop_early_skips_the_layers_above(tmp_path):
     ]
     masks = torch.zeros(1, 2, 6)
     masks[0, 0, :2], masks[0, 1, 2:5] = 1, 1
-    batch = Batch(torch.arange(6).unsqueeze(0), torch.ones(1, 6, dtype=torch.long), masks)
+    ranges = torch.tensor([0, 2]), torch.tensor([2, 5])
+    batch = Batch(
+        torch.arange(6).unsqueeze(0), torch.ones(1, 6, dtype=torch.long), *ranges, segment_masks=masks
+    )
     try:
         with angle_capture(model, [0, 1]) as capture:
             intra, inter = capture.run(batch)

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from anglecurate.config import ScoreConfig
+from anglecurate.errors import UserError
 from anglecurate.pipeline import score
 from anglecurate.store import SCORE_COLUMNS, OutputDir
 
@@ -145,3 +146,39 @@ def test_undefined_scores_rank_last(tiny_model_dir, tmp_path):
     assert result.manifest["counts"]["undefined_score"] == 1
     assert ranked["uid"][-1] == 1 and ranked["score"].is_nan()[-1]
     assert not ranked["c_inter"].is_nan()[-1]
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_packed_batches_equal_padded_and_one_at_a_time(
+    tiny_model_dir, math_json, tmp_path, monkeypatch, backend
+):
+    """Packed (positions restart per prompt, no padding), padded and batch-1 runs agree; on
+    CPU the packed path runs SDPA with the block-diagonal mask transformers derives."""
+    if backend == "triton":
+        pytest.importorskip("triton")  # runs in Triton's interpreter without a GPU
+    monkeypatch.setenv("ANGLECURATE_KERNEL", backend)
+    padded = _cfg(tiny_model_dir, math_json, tmp_path / "padded", field="problem", max_batch_tokens=4096)
+    packed = _cfg(
+        tiny_model_dir, math_json, tmp_path / "packed", field="problem", max_batch_tokens=4096, packing="on"
+    )
+    score(padded)
+    score(packed)
+    a, b = read_ranked(tmp_path / "padded"), read_ranked(tmp_path / "packed")
+    assert a["uid"].to_list() == b["uid"].to_list() and a["n_tokens"].equals(b["n_tokens"])
+    for column in ("c_intra_layers", "c_inter_layers"):
+        diff = (a[column].explode() - b[column].explode()).abs().max()
+        assert diff < 1e-5, (column, diff)  # documented tolerance: 1e-5 in fp32
+    assert_matches_naive(b, naive_layer_angles(packed, 40), tol=1e-4)
+
+
+def test_packing_auto_follows_the_attention_kernel():
+    def cfg(**kw):
+        return ScoreConfig(model="m", data="d", out="o", **kw)
+
+    assert not cfg().packed  # SDPA: a packed row would attend over the whole row
+    assert cfg(attn_implementation="flex_attention").packed
+    assert cfg(packing="on").packed and not cfg(attn_implementation="flash_attention_2", packing="off").packed
+    with pytest.raises(UserError, match="--attn-implementation 'fa9'"):
+        cfg(attn_implementation="fa9").validate()
+    with pytest.raises(UserError, match="--packing"):
+        cfg(packing="yes").validate()
