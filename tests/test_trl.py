@@ -79,7 +79,7 @@ def run_closed_loop(tiny_model_dir, schedule_dir, out, seen, resume=None):
     trainer = GainRLGRPOTrainer(
         model=str(tiny_model_dir),
         reward_funcs=[track(curriculum, recorder(seen))],
-        args=grpo_args(out, num_train_epochs=2, save_strategy="steps", save_steps=2),
+        args=grpo_args(out, num_train_epochs=2, save_strategy="steps", save_steps=1),
         train_dataset=dataset,
         processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
         curriculum=curriculum,
@@ -108,12 +108,15 @@ def test_closed_loop_trainer_follows_the_rewards_and_resumes(ranking, tiny_model
     assert seen == twice(epoch0 + epoch1)
     assert epoch1 != epoch0
 
-    # A new process resuming from the checkpoint at the end of epoch 0 trains epoch 1 again.
-    resumed: list = []
-    run_closed_loop(
-        tiny_model_dir, s, tmp_path / "run", resumed, resume=str(tmp_path / "run" / "checkpoint-2")
-    )
-    assert resumed == twice(epoch1)
+    # A new process resuming from the checkpoint at the end of epoch 0 trains epoch 1 again;
+    # one resuming mid-epoch 1 (one optimizer step = one generation of 4 prompts) trains
+    # the rest of it: the same examples, not a redraw.
+    for checkpoint, expected in (("checkpoint-2", epoch1), ("checkpoint-3", epoch1[4:])):
+        resumed: list = []
+        run_closed_loop(
+            tiny_model_dir, s, tmp_path / "run", resumed, resume=str(tmp_path / "run" / checkpoint)
+        )
+        assert resumed == twice(expected), checkpoint
 
 
 @pytest.mark.slow
