@@ -104,8 +104,8 @@ def score(
     from anglecurate.shard import launcher_shard, parse_shard
 
     if devices is not None:
-        if shard is not None:
-            raise UserError("use either --devices or --shard, not both")
+        if shard is not None or engine is Engine.ray:
+            raise UserError("--devices runs its own shards; drop --shard and --engine ray")
         _score_on_devices(devices, out, quiet, json_out)
         return
     parsed = parse_shard(shard)

@@ -178,6 +178,8 @@ def test_ray_engine_errors(tiny_model_dir, questions, tmp_path, monkeypatch, cap
     args += ["--engine", "ray"]
     code, _, err = run_cli(monkeypatch, capsys, *args, "--num-workers", 0)
     assert code == 2 and "--num-workers must be at least 1" in err
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--devices", "cpu,cpu")
+    assert code == 2 and "--devices runs its own shards" in err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and "pip install 'anglecurate[ray]'" in err
