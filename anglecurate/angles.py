@@ -30,6 +30,7 @@ Three implementations of the same reduction, one dispatch point (``reduce_segmen
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -101,9 +102,12 @@ def kernel_backend(device: torch.device) -> str:
     forced = os.environ.get("ANGLECURATE_KERNEL")
     if forced in ("torch", "triton"):
         return forced
-    if device.type != "cuda":
-        return "torch"
-    return "triton" if importlib.util.find_spec("triton") is not None else "torch"
+    return "triton" if device.type == "cuda" and _triton_installed() else "torch"
+
+
+@functools.cache
+def _triton_installed() -> bool:  # asked once per batch: look it up once per process
+    return importlib.util.find_spec("triton") is not None
 
 
 def reduce_segments(hidden: torch.Tensor, segments) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,7 +45,7 @@ class ChunkScorer:
     def __call__(self, batch: dict) -> dict:
         from anglecurate.pipeline import score_chunk
 
-        rows, tokens = [], []
+        rows, scored_rows, tokens = [], [], []
         n_chunks = -(-self.p.dataset.num_rows // self.cfg.chunk_rows)
         for index in (int(i) for i in batch["chunk"]):
             skip = set(range(n_chunks)) - {index}
@@ -55,8 +55,9 @@ class ChunkScorer:
             )
             self.out.write_chunk(index, scored, self.cfg.shard.tag)
             rows.append(frame.height)
+            scored_rows.append(n_rows)
             tokens.append(n_tokens)
-        return {"chunk": batch["chunk"], "rows": rows, "tokens": tokens}
+        return {"chunk": batch["chunk"], "rows": rows, "scored": scored_rows, "tokens": tokens}
 
 
 def score_on_ray(
@@ -68,7 +69,7 @@ def score_on_ray(
     except ImportError:
         raise UserError("--engine ray needs Ray: pip install 'anglecurate[ray]'") from None
     from anglecurate.manifest import device_info
-    from anglecurate.pipeline import open_run
+    from anglecurate.pipeline import open_run, start_run
 
     if num_workers < 1:
         raise UserError("--num-workers must be at least 1")
@@ -77,13 +78,8 @@ def score_on_ray(
     p, finished = open_run(cfg, out)
     if finished is not None:
         return finished
-    if cfg.overwrite:
-        out.clear()
-    out.start(p.run, cfg.shard.tag)
-    n_chunks = -(-p.dataset.num_rows // cfg.chunk_rows)
-    done = out.done_chunks(cfg.shard.tag) & set(range(n_chunks))
-    todo = [i for i in range(n_chunks) if i not in done]
-    done_rows = sum(min(cfg.chunk_rows, p.dataset.num_rows - i * cfg.chunk_rows) for i in done)
+    done, done_rows = start_run(cfg, p, out)
+    todo = [i for i in range(-(-p.dataset.num_rows // cfg.chunk_rows)) if i not in done]
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -107,7 +103,7 @@ def score_on_ray(
         )
         progress.start("scoring on ray", total=p.dataset.num_rows, completed=done_rows)
         for row in results.iter_rows() if todo else ():
-            rows += int(row["rows"])
+            rows += int(row["scored"])  # this shard's rows; progress counts the whole chunk
             tokens += int(row["tokens"])
             progress.advance(int(row["rows"]), int(row["tokens"]))
     except Exception as exc:  # a user error inside an actor comes back wrapped by Ray

@@ -18,7 +18,7 @@ class ScoreResult:
     """What a run did, for the CLI summary and ``--json``."""
 
     out: str
-    status: str  # "complete" or "already complete"
+    status: str  # "complete", "already complete" or "shard complete"
     manifest: dict
     chunks_resumed: int = 0
     extra: dict = field(default_factory=dict)
@@ -57,7 +57,7 @@ def complete(
         return _finish(out, run, columns, timing, device, resumed)
     marker = {"run": run, "timing": timing, "device": device, "columns": columns}
     out.write_shard_marker(shard.tag, marker)
-    waiting = shard_status(out, run)["missing"]
+    waiting, _ = shard_status(out, run)
     if waiting:
         return ScoreResult(str(out.root), "shard complete", {}, resumed, extra={"missing_shards": waiting})
     try:
@@ -83,8 +83,9 @@ def _finish(
     return ScoreResult(str(out.root), "complete", manifest, chunks_resumed=resumed)
 
 
-def shard_status(out: OutputDir, run: dict) -> dict:
-    """Finished and missing shards of a sharded run in ``out``; refuses foreign markers."""
+def shard_status(out: OutputDir, run: dict) -> tuple[list[str], dict[str, dict]]:
+    """Missing shards (as ``i/N``) of a sharded run in ``out``, and the finished shards'
+    markers by tag; refuses foreign markers."""
     markers = out.shard_markers()
     count = run["shards"]
     expected = {Shard(i, count).tag for i in range(count)}
@@ -95,7 +96,7 @@ def shard_status(out: OutputDir, run: dict) -> dict:
                 "options); remove it and rerun that shard with the same options"
             )
     missing = sorted(expected - set(markers), key=lambda t: int(t[1:].split("of")[0]))
-    return {"done": sorted(markers), "missing": [t[1:].replace("of", "/") for t in missing]}
+    return [t[1:].replace("of", "/") for t in missing], markers
 
 
 def merge(folder: str | Path, resumed: int = 0) -> ScoreResult:
@@ -112,13 +113,12 @@ def merge(folder: str | Path, resumed: int = 0) -> ScoreResult:
         )
     if run.get("shards", 1) == 1:
         raise UserError(f"{out.root} is an unsharded run; rerun its `anglecurate score` command to finish it")
-    status = shard_status(out, run)
-    if status["missing"]:
+    missing, markers = shard_status(out, run)
+    if missing:
         raise UserError(
-            f"cannot merge {out.root}: shards {', '.join(status['missing'])} of {run['shards']} are not "
+            f"cannot merge {out.root}: shards {', '.join(missing)} of {run['shards']} are not "
             "finished; run (or resume) them with `anglecurate score ... --shard i/N`"
         )
-    markers = out.shard_markers()
     with out.merge_lock():
         timing = _sum_timing([m["timing"] for m in markers.values()])
         columns = next(iter(markers.values()))["columns"]
@@ -131,11 +131,4 @@ def _sum_timing(timings: list[dict]) -> dict:
     wall = max(t["wall_s"] for t in timings)
     rows = sum(t["rows_this_run"] for t in timings)
     tokens = sum(t["tokens_this_run"] for t in timings)
-    return {
-        "wall_s": wall,
-        "rows_this_run": rows,
-        "tokens_this_run": tokens,
-        "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
-        "rows_per_s": round(rows / wall, 2) if wall > 0 else None,
-        "shards": len(timings),
-    }
+    return {**run_timing(wall, rows, tokens), "shards": len(timings)}

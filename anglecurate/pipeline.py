@@ -173,13 +173,7 @@ def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResul
     model = load_model(
         p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code, cfg.attn_implementation
     )
-    if cfg.overwrite:
-        out.clear()
-    out.start(p.run, shard.tag)
-
-    n_chunks = -(-p.dataset.num_rows // cfg.chunk_rows)
-    done = out.done_chunks(shard.tag) & set(range(n_chunks))
-    done_rows = sum(min(cfg.chunk_rows, p.dataset.num_rows - i * cfg.chunk_rows) for i in done)
+    done, done_rows = start_run(cfg, p, out)
     t0 = time.perf_counter()
     tokens = 0
     rows_scored_now = 0
@@ -240,6 +234,18 @@ def open_run(cfg: ScoreConfig, out: OutputDir) -> tuple[_Plan, ScoreResult | Non
     return p, None
 
 
+def start_run(cfg: ScoreConfig, p: _Plan, out: OutputDir) -> tuple[set[int], int]:
+    """Claim ``out`` for this run (clearing it on --overwrite); returns the chunks this
+    process already finished and the input rows they cover, for the resume."""
+    if cfg.overwrite:
+        out.clear()
+    out.start(p.run, cfg.shard.tag)
+    n_chunks = -(-p.dataset.num_rows // cfg.chunk_rows)
+    done = out.done_chunks(cfg.shard.tag) & set(range(n_chunks))
+    done_rows = sum(min(cfg.chunk_rows, p.dataset.num_rows - i * cfg.chunk_rows) for i in done)
+    return done, done_rows
+
+
 def score_chunk(
     index: int,
     frame: pl.DataFrame,
@@ -250,6 +256,9 @@ def score_chunk(
 ) -> tuple[pl.DataFrame, int, int]:
     """Score this shard's rows of chunk ``index``: (chunk file frame, tokens, rows scored)."""
     rows = np.arange(index * cfg.chunk_rows, index * cfg.chunk_rows + frame.height)
+    if cfg.shard.whole:  # no per-row hashing or frame copy for an unsharded run
+        scored, n_tokens = _score_chunk(frame, rows, cfg, p, capture, progress)
+        return scored, n_tokens, frame.height
     mine = cfg.shard.mask(_uids(frame, rows, cfg))
     progress.advance(frame.height - int(mine.sum()))  # other shards' rows
     scored, n_tokens = _score_chunk(frame.filter(mine), rows[mine], cfg, p, capture, progress)
