@@ -73,7 +73,7 @@ def collate(items: list[Segmented], pad_id: int) -> Batch:
         masks[row, 0, : s.n_prefix] = 1.0
         masks[row, 1, s.n_prefix : s.n_prefix + s.n_question] = 1.0
     starts, ends = _ranges(items, [row * width for row in range(n)])
-    return Batch(input_ids, attention_mask, starts, ends, segment_masks=masks)
+    return Batch(input_ids, attention_mask, starts, ends, segment_masks=masks, lengths=_lengths(items))
 
 
 def collate_packed(items: list[Segmented]) -> Batch:
@@ -88,4 +88,8 @@ def collate_packed(items: list[Segmented]) -> Batch:
     input_ids = torch.tensor([[t for s in items for t in s.input_ids]], dtype=torch.long)
     position_ids = torch.cat([torch.arange(s.n_tokens) for s in items]).unsqueeze(0)
     starts, ends = _ranges(items, offsets)
-    return Batch(input_ids, None, starts, ends, position_ids=position_ids)
+    return Batch(input_ids, None, starts, ends, position_ids=position_ids, lengths=_lengths(items))
+
+
+def _lengths(items: list[Segmented]) -> torch.Tensor:
+    return torch.tensor([s.n_tokens for s in items], dtype=torch.long)

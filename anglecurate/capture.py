@@ -16,6 +16,7 @@ import torch
 
 from anglecurate.angles import angles_from_sums, kernel_backend, reduce_segments
 from anglecurate.model import LoadedModel
+from anglecurate.reference import ReferenceSpec, gainrl_reference_values
 
 
 class _StopForward(Exception):
@@ -32,6 +33,8 @@ class Batch:
     starts, ends: [P * 2] int64 token ranges in the flattened [B * T] tokens: prompt p's
         prefix is range 2p, its question range 2p + 1.
     segment_masks: [P, 2, T] float32 (padded batches only): the same ranges as masks.
+    lengths: [P] int64 tokens of each prompt (prefix, question and suffix), which starts
+        at ``starts[2p]``; read by the authors' metric only.
     """
 
     input_ids: torch.Tensor
@@ -40,6 +43,7 @@ class Batch:
     ends: torch.Tensor
     segment_masks: torch.Tensor | None = None
     position_ids: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
 
     @property
     def counts(self) -> torch.Tensor:
@@ -70,27 +74,47 @@ class DeviceSegments:
 class AngleCapture:
     """Runs batches through the base model and returns per-layer angle concentrations."""
 
-    def __init__(self, model: LoadedModel, layer_indices: list[int]):
+    def __init__(self, model: LoadedModel, layer_indices: list[int], reference: ReferenceSpec | None = None):
         self.model = model
         self.layer_indices = sorted(layer_indices)
+        self.reference = reference
+        self._batch: Batch | None = None
         self._segments: DeviceSegments | None = None
         self._sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._reference: torch.Tensor | None = None
 
     def _hook(self, layer: int, is_deepest: bool):
         def hook(_module, args, kwargs):
             hidden = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
             self._sums[layer] = reduce_segments(hidden, self._segments)
+            if self.reference is not None and layer == self.reference.layer:
+                self._reference = self._reference_values(hidden)
             if is_deepest:
                 raise _StopForward
 
         return hook
 
+    def _reference_values(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The authors' per-prompt value over each prompt's tokens: [P] float64."""
+        batch, spec = self._batch, self.reference
+        starts = batch.starts[0::2].tolist()
+        lengths = batch.lengths.tolist()
+        n_prefix = (batch.ends[0::2] - batch.starts[0::2]).tolist()
+        n_suffix = (batch.starts[0::2] + batch.lengths - batch.ends[1::2]).tolist()
+        prefixes = n_prefix if spec.prefix is None else [spec.prefix] * len(starts)
+        suffixes = n_suffix if spec.suffix is None else [spec.suffix] * len(starts)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        return gainrl_reference_values(flat, starts, lengths, prefixes, suffixes)
+
     @torch.inference_mode()
-    def run(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward one batch; returns (c_intra, c_inter), each [B, n_layers] float64 on CPU."""
+    def run(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Forward one batch; returns (c_intra, c_inter), each [P, n_layers] float64 on CPU,
+        and the authors' value [P] float64 when ``reference`` is set (else None)."""
         device = self.model.device
+        self._batch = batch
         self._segments = DeviceSegments.for_batch(batch, device)
         self._sums = {}
+        self._reference = None
         inputs = {"input_ids": batch.input_ids.to(device, non_blocking=True), "use_cache": False}
         if batch.attention_mask is not None:
             inputs["attention_mask"] = batch.attention_mask.to(device, non_blocking=True)
@@ -102,6 +126,7 @@ class AngleCapture:
             pass
         finally:
             self._segments = None
+            self._batch = None
         if len(self._sums) != len(self.layer_indices):
             raise RuntimeError("a scored layer's hook did not run; the model skipped layers")
         sums = torch.stack([self._sums[i][0] for i in self.layer_indices], dim=1)  # [P, L, 2, d]
@@ -111,13 +136,19 @@ class AngleCapture:
             sums[..., 0, :], sums[..., 1, :], sq[..., 1], counts[..., 0], counts[..., 1]
         )
         self._sums = {}
-        return c_intra.cpu(), c_inter.cpu()
+        return c_intra.cpu(), c_inter.cpu(), self._reference
 
 
 @contextmanager
-def angle_capture(model: LoadedModel, layer_indices: list[int], stop_early: bool = True):
-    """Register the hooks for ``layer_indices``; yield an :class:`AngleCapture`; remove them."""
-    capture = AngleCapture(model, layer_indices)
+def angle_capture(
+    model: LoadedModel,
+    layer_indices: list[int],
+    reference: ReferenceSpec | None = None,
+    stop_early: bool = True,
+):
+    """Register the hooks for ``layer_indices``; yield an :class:`AngleCapture`; remove them.
+    With ``reference``, its layer's hook also computes the authors' per-prompt value."""
+    capture = AngleCapture(model, layer_indices, reference)
     deepest = max(capture.layer_indices)
     handles = [
         model.mlps[i].register_forward_pre_hook(

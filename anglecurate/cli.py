@@ -49,10 +49,24 @@ class OnLong(StrEnum):
     truncate = "truncate"
 
 
+class Metric(StrEnum):
+    angles = "angles"
+    gainrl_reference = "gainrl-reference"
+
+
+class NanPolicy(StrEnum):
+    last = "last"
+    drop = "drop"
+    first = "first"
+
+
 MODEL_HELP = "A local Hugging Face model directory, a .gguf file, or builtin:smollm2."
 DATA_HELP = "A JSON array, JSONL (.jsonl, .jsonl.gz) or Parquet file, or builtin:humaneval."
 FIELD_HELP = "Prompt column: question text (string) or chat messages (list of {role, content})."
 PROMPT_HELP = "System prompt and few-shot turns: 'default' (the paper's R1 prompt), 'none', or a TOML file."
+METRIC_HELP = "angles (weighted c_intra + c_inter), or gainrl-reference (the authors' per-prompt value)."
+LENGTH_HELP = "Rank by the score's residual after a monotone fit on question length."
+NAN_HELP = "NaN scores: ranked last, first (as the authors' argsort), or drop (to undefined.parquet)."
 
 
 @app.command()
@@ -68,6 +82,15 @@ def score(
     rank_layer: int = typer.Option(None, help="Layer whose score ranks rows; default: deepest scored."),
     w_intra: float = typer.Option(1.0, help="Weight of c_intra in the score."),
     w_inter: float = typer.Option(1.0, help="Weight of c_inter in the score (the authors' code used 8)."),
+    metric: Metric = typer.Option(Metric.angles, help=METRIC_HELP),
+    length_control: bool = typer.Option(False, "--length-control", help=LENGTH_HELP),
+    nan_policy: NanPolicy = typer.Option(NanPolicy.last, help=NAN_HELP),
+    ref_prefix: int = typer.Option(
+        None, help="gainrl-reference: P in tokens [default: each prompt's prefix]."
+    ),
+    ref_suffix: int = typer.Option(
+        None, help="gainrl-reference: S in tokens [default: each prompt's suffix]."
+    ),
     dtype: DType = typer.Option(DType.auto, help="Compute dtype; auto = the checkpoint's."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     max_length: int = typer.Option(4096, help="Longest prompt in tokens; see --on-long."),
@@ -128,6 +151,11 @@ def score(
         rank_layer=rank_layer,
         w_intra=w_intra,
         w_inter=w_inter,
+        metric=metric.value,
+        length_control=length_control,
+        nan_policy=nan_policy.value,
+        ref_prefix=ref_prefix,
+        ref_suffix=ref_suffix,
         dtype=dtype.value,
         device=device,
         max_length=max_length,
@@ -200,6 +228,90 @@ def merge_shards(
     from anglecurate.merge import merge
 
     _report(merge(out), False, json_out)
+
+
+@app.command()
+def rank(
+    out: Path = typer.Argument(..., help="Output folder of `anglecurate score`."),
+    layer: int = typer.Option(None, help="Layer whose values rank rows [default: the current choice's]."),
+    w_intra: float = typer.Option(None, help="Weight of c_intra [default: the current choice's]."),
+    w_inter: float = typer.Option(None, help="Weight of c_inter [default: the current choice's]."),
+    metric: Metric = typer.Option(None, help=METRIC_HELP + " [default: the current choice's]"),
+    length_control: bool = typer.Option(
+        None, "--length-control/--no-length-control", help=LENGTH_HELP + " [default: the current choice's]"
+    ),
+    nan_policy: NanPolicy = typer.Option(None, help=NAN_HELP + " [default: the current choice's]"),
+    from_validate: bool = typer.Option(False, help="Take the choice `anglecurate validate` recommended."),
+    json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+) -> None:
+    """Rank a scored folder again from its stored per-layer values, in seconds, without the model."""
+    from anglecurate.merge import choose, rerank
+
+    given = {"metric": metric and metric.value, "layer": layer, "w_intra": w_intra, "w_inter": w_inter}
+    given |= {"length_control": length_control, "nan_policy": nan_policy and nan_policy.value}
+    choice = choose(out, {k: v for k, v in given.items() if v is not None}, from_validate)
+    _report(rerank(out, choice), False, json_out)
+
+
+@app.command()
+def validate(
+    ranking: Path = typer.Option(..., help="Output folder of `anglecurate score`."),
+    sample: int = typer.Option(240, help="Rows to measure, one per stratum of the ranking; split in halves."),
+    seed: int = typer.Option(0, help="Seed of the sample, the halves, the bootstrap and the sampling."),
+    answer_field: str = typer.Option(
+        None,
+        help="Reference answer column, struct fields dotted [default: answer, solution, reward_model.ground_truth]",
+    ),
+    difficulty_field: str = typer.Option(None, help="Difficulty column [default: difficulty or level]."),
+    target: str = typer.Option("grad_norm", help="grad_norm, loss, grad_mlp_in or rl_grad_norm."),
+    rl_samples: int = typer.Option(0, help="RL-style target: completions sampled per prompt (0: off)."),
+    max_new_tokens: int = typer.Option(512, help="Longest sampled completion (RL-style target)."),
+    reward: str = typer.Option("boxed", help="Reward: boxed (exact match of \\boxed{}) or module:function."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    dtype: DType = typer.Option(DType.auto, help="Compute dtype; auto = the checkpoint's."),
+    chat_template: Path = typer.Option(
+        None, help="The chat template file the ranking was scored with, if any."
+    ),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples per interval."),
+    permutations: int = typer.Option(1000, help="Permutations of the family-wise test."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or tables."),
+    json_out: bool = typer.Option(False, "--json", help="Print validate.json on stdout."),
+) -> None:
+    """Measure real gradients on a sample and show whether the ranking signal holds."""
+    from rich.console import Console
+
+    from anglecurate.display import print_validation
+    from anglecurate.progress import ScoreProgress
+    from anglecurate.validate import ValidateConfig, run_validation
+
+    cfg = ValidateConfig(
+        ranking=str(ranking),
+        sample=sample,
+        seed=seed,
+        answer_field=answer_field,
+        difficulty_field=difficulty_field,
+        target=target,
+        rl_samples=rl_samples,
+        max_new_tokens=max_new_tokens,
+        reward=reward,
+        device=device,
+        dtype=dtype.value,
+        chat_template=str(chat_template) if chat_template else None,
+        bootstrap=bootstrap,
+        permutations=permutations,
+    )
+    show = not quiet and not json_out
+    try:
+        with ScoreProgress(enabled=show and sys.stderr.isatty()) as progress:
+            result = run_validation(cfg, progress)
+    except KeyboardInterrupt:
+        print("interrupted: measured examples are kept; rerun the same command to resume", file=sys.stderr)
+        raise typer.Exit(130) from None
+    if json_out:
+        print(json.dumps(result))
+    elif show:
+        print_validation(Console(), result)
+        print(f"wrote {ranking / 'validate.json'} and {ranking / 'validate.parquet'}", file=sys.stderr)
 
 
 @app.command()

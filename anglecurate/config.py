@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anglecurate.errors import UserError
+from anglecurate.ranking import RankChoice, resolve_layer
 from anglecurate.shard import Shard
 
 # Attention kernels transformers can run packed batches with: sdpa and eager with a
@@ -29,6 +30,11 @@ class ScoreConfig:
     rank_layer: int | None = None  # None: the deepest scored layer
     w_intra: float = 1.0
     w_inter: float = 1.0
+    metric: str = "angles"  # or "gainrl-reference": the authors' per-prompt value
+    length_control: bool = False
+    nan_policy: str = "last"
+    ref_prefix: int | None = None  # the authors' P and S; None: each prompt's template's
+    ref_suffix: int | None = None
     dtype: str = "auto"
     device: str = "auto"
     max_length: int = 4096
@@ -42,6 +48,13 @@ class ScoreConfig:
     packing: str = "auto"  # on: one packed sequence per batch; auto: on with a varlen attention
     attn_implementation: str = "sdpa"
     shard: Shard = Shard()  # i/N: score only shard i's rows (frozen, so a safe default)
+
+    @property
+    def choice(self) -> RankChoice:
+        """The ranking options (layer unresolved); `anglecurate rank` takes the same."""
+        return RankChoice(
+            self.metric, self.rank_layer, self.w_intra, self.w_inter, self.length_control, self.nan_policy
+        )
 
     @property
     def packed(self) -> bool:
@@ -64,8 +77,14 @@ class ScoreConfig:
             raise UserError(
                 f"--attn-implementation {self.attn_implementation!r}: choose one of {', '.join(ATTENTION)}"
             )
-        if self.w_intra == 0 and self.w_inter == 0:
-            raise UserError("--w-intra and --w-inter are both 0; the score would be constant")
+        self.choice.validate()
+        for name in ("ref_prefix", "ref_suffix"):
+            value = getattr(self, name)
+            if value is not None and (value < 0 or self.metric != "gainrl-reference"):
+                option = "--" + name.replace("_", "-")
+                raise UserError(
+                    f"{option} takes a length in tokens (0 or more) with --metric gainrl-reference"
+                )
 
 
 def parse_layers(spec: str, num_layers: int) -> list[int]:
@@ -85,24 +104,6 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
             ) from None
         indices.append(resolve_layer(index, num_layers, "--layers"))
     return sorted(set(indices))
-
-
-def resolve_layer(index: int, num_layers: int, option: str) -> int:
-    if not -num_layers <= index < num_layers:
-        raise UserError(
-            f"{option}: layer {index} does not exist; the model has {num_layers} layers "
-            f"(0..{num_layers - 1}, or -1..-{num_layers} from the end)"
-        )
-    return index % num_layers
-
-
-def ranking_layer(rank_layer: int | None, layers: list[int], num_layers: int) -> int:
-    if rank_layer is None:
-        return max(layers)
-    layer = resolve_layer(rank_layer, num_layers, "--rank-layer")
-    if layer not in layers:
-        raise UserError(f"--rank-layer {rank_layer} is not among the scored --layers {layers}")
-    return layer
 
 
 # Measured (docs/perf.md): on CPU, small batches stay in cache and run faster than large

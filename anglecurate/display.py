@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from anglecurate.ranking import RankChoice
 from anglecurate.segments import Segmented
 
 SEGMENT_STYLES = {"prefix": "bold blue", "question": "bold green", "suffix": "bold magenta"}
@@ -67,9 +68,9 @@ def read_ranking_ends(out: Path, n: int) -> tuple[dict, pl.DataFrame, pl.DataFra
 def print_ranking_ends(console: Console, out: Path, n: int) -> None:
     manifest, top, bottom = read_ranking_ends(out, n)
     field = manifest["run"]["dataset"]["field"]
-    layer = manifest["run"]["rank_layer"]
-    for title, frame in ((f"top {n} (highest score)", top), (f"bottom {n} (lowest score)", bottom)):
-        table = Table(title=f"{title}, layer {layer}", title_justify="left")
+    choice = RankChoice.from_dict(manifest["ranking"]).describe()
+    for title, frame in ((f"top {n}", top), (f"bottom {n}", bottom)):
+        table = Table(title=f"{title}: {choice}", title_justify="left")
         for col in ("rank", "uid", "score", "c_intra", "c_inter", "n_q"):
             table.add_column(col, no_wrap=True)
         table.add_column("question", ratio=1, min_width=30)
@@ -87,7 +88,7 @@ def print_ranking_ends(console: Console, out: Path, n: int) -> None:
 
 
 def _fmt(x) -> str:
-    return "nan" if x is None or x != x else f"{x:.4f}"
+    return "nan" if x is None or x != x else f"{x:.4f}" if abs(x) < 10 else f"{x:.3g}"
 
 
 def print_summary(console: Console, summary: dict) -> None:
@@ -97,9 +98,9 @@ def print_summary(console: Console, summary: dict) -> None:
     lines = [
         f"[bold green]{summary['status']}[/]: {summary['out']}",
         f"rows {summary['rows']:,}  scored {summary['scored']:,}  skipped {skipped_text}  "
-        f"truncated {summary['truncated']:,}  undefined score {summary['undefined_score']:,}",
-        f"ranking layer {summary['rank_layer']}  weights intra {summary['weights']['intra']} "
-        f"inter {summary['weights']['inter']}",
+        f"truncated {summary['truncated']:,}  undefined score {summary['undefined_score']:,}"
+        + (f" (left out: {summary['dropped']:,})" if summary.get("dropped") else ""),
+        f"ranked by {summary['ranking']}",
     ]
     if summary["status"] == "complete" and timing.get("tokens_per_s"):
         lines.append(
@@ -109,3 +110,58 @@ def print_summary(console: Console, summary: dict) -> None:
         )
     for line in lines:
         console.print(line)
+
+
+def print_validation(console: Console, report: dict) -> None:
+    """validate's findings, in the order a user should read them: proxies first, then the
+    correlations, then whether the best pick survived the hold-out half."""
+    sample, target = report["sample"], report["primary_target"]
+    console.print(
+        f"[bold]validate[/]: {sample['n']} of {sample['of']:,} ranked rows (seed {sample['seed']}); "
+        f"target {target}: {report['targets'][target]}"
+    )
+    proxies = Table(title="is the score a proxy? Spearman with", title_justify="left")
+    covariates = list(dict.fromkeys(c["covariate"] for c in report["confounds"]))
+    proxies.add_column("feature")
+    for cov in covariates:
+        proxies.add_column(cov, justify="right")
+    shown = ["score", "score_length_controlled", "gainrl_reference", report["split"].get("chosen_feature")]
+    by_feature: dict[str, dict] = {}
+    for c in report["confounds"]:
+        by_feature.setdefault(c["feature"], {})[c["covariate"]] = c
+    for name in dict.fromkeys(n for n in shown if n in by_feature):
+        proxies.add_row(name, *(_interval(by_feature[name][cov]) for cov in covariates))
+    for c in report["target_confounds"]:
+        if c["target"] == target:
+            proxies.caption = (
+                proxies.caption or f"{target} itself:"
+            ) + f"  {c['covariate']} {_fmt(c['rho'])}"
+    console.print(proxies)
+
+    rows = report["correlations"]
+    top = sorted((r for r in rows if r["rho"] is not None), key=lambda r: -abs(r["rho"]))[:10]
+    top += [r for r in rows if r["feature"] == "score" and r not in top]
+    table = Table(
+        title=f"features against {target} (strongest 10, and the current score)", title_justify="left"
+    )
+    for col in ("feature", "rho [95% CI]", "partial rho", "p (family-wise)"):
+        table.add_column(col, justify="left" if col == "feature" else "right")
+    for r in top:
+        table.add_row(r["feature"], _interval(r), _fmt(r["partial_rho"]), _fmt(r["p_fwer"]))
+    table.caption = f"partial rho controls for {', '.join(rows[0]['controls'])}" if rows else None
+    console.print(table)
+
+    if "rl" in report:
+        rl = report["rl"]
+        console.print(
+            f"RL target: mean pass rate {rl['mean_pass_rate']:.3f} over {rl['samples']} samples per prompt; "
+            f"pass-rate groups {rl['pass_rate_histogram']}; {rl['zero_variance_groups']} of {sample['n']} "
+            "groups have equal rewards, so GRPO takes no step on them"
+        )
+    split = report["split"]
+    verdict = "[bold green]holds[/]" if split["holds"] else "[bold yellow]does not hold[/]"
+    console.print(f"choose / hold-out: {verdict}. {report['why']}")
+
+
+def _interval(r: dict) -> str:
+    return f"{_fmt(r['rho'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"

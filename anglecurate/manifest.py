@@ -13,10 +13,12 @@ import torch
 import anglecurate
 
 SCORE_DEFINITION = (
-    "score = w_intra * c_intra + w_inter * c_inter at rank_layer; c_intra is the mean cosine "
-    "over pairs of distinct question tokens, c_inter the mean cosine between question and "
-    "prefix tokens, of the MLP input (post-attention norm output) of that layer; NaN when a "
-    "segment has too few tokens (ranked last)"
+    "metric angles: score = w_intra * c_intra + w_inter * c_inter at the ranking layer; c_intra is "
+    "the mean cosine over pairs of distinct question tokens, c_inter the mean cosine between "
+    "question and prefix tokens, of the MLP input (post-attention norm output) of that layer; "
+    "NaN when a segment has too few tokens. metric gainrl-reference: the authors' per-prompt "
+    "value (docs/method.md). score_length_controlled: the score minus a monotone fit on question "
+    "length; rank follows it when length_control is true"
 )
 
 
@@ -43,21 +45,29 @@ def device_info(device: torch.device) -> dict:
     return info
 
 
+# Options that only choose the ranking: a run may change them (they do not touch chunk files).
+RANKING_KEYS = frozenset({"ranking"})
+
+
 def same_run(previous: dict, current: dict) -> list[str]:
-    """Top-level keys whose values differ (JSON-normalised); empty when the runs match."""
+    """Top-level keys whose values differ (JSON-normalised), ranking options aside; empty
+    when the runs match."""
     normal = json.loads(json.dumps(current, default=str))
-    keys = sorted(set(previous) | set(normal))
+    keys = sorted((set(previous) | set(normal)) - RANKING_KEYS)
     return [k for k in keys if previous.get(k) != normal.get(k)]
 
 
-def build_manifest(run: dict, device: dict, timing: dict, counts: dict, outputs: dict) -> dict:
-    """``device``: :func:`device_info` of the device that scored (with ``shards``, each shard's)."""
+def build_manifest(run: dict, ranking: dict, device: dict, timing: dict, counts: dict, outputs: dict) -> dict:
+    """``device``: :func:`device_info` of the device that scored (with ``shards``, each shard's);
+    ``ranking``: the choice that ordered the rows, with its NaN count and length fit."""
+    run = {k: v for k, v in run.items() if k != "ranking"}
     return {
         "anglecurate_version": anglecurate.__version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": sys.argv,
         "score_definition": SCORE_DEFINITION,
         "run": run,
+        "ranking": ranking,
         "versions": versions(),
         "device": device,
         "timing": timing,

@@ -4,13 +4,19 @@ ranks every shard's chunk files together exactly as a single run ranks its own).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import sys
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
+
+import polars as pl
 
 from anglecurate.errors import UserError
 from anglecurate.manifest import build_manifest, same_run
+from anglecurate.ranking import RankChoice
 from anglecurate.shard import Shard
-from anglecurate.store import MergeInProgress, OutputDir
+from anglecurate.store import SCORE_COLUMNS, SKIPPED, UNDEFINED, MergeInProgress, OutputDir, RankingSummary
 
 
 @dataclass
@@ -18,7 +24,7 @@ class ScoreResult:
     """What a run did, for the CLI summary and ``--json``."""
 
     out: str
-    status: str  # "complete", "already complete" or "shard complete"
+    status: str  # "complete", "already complete", "re-ranked" or "shard complete"
     manifest: dict
     chunks_resumed: int = 0
     extra: dict = field(default_factory=dict)
@@ -30,8 +36,7 @@ class ScoreResult:
             "status": self.status,
             "rows": m["run"]["dataset"]["rows"],
             **m["counts"],
-            "rank_layer": m["run"]["rank_layer"],
-            "weights": m["run"]["weights"],
+            "ranking": RankChoice.from_dict(m["ranking"]).describe(),
             "timing": m["timing"],
             "chunks_resumed": self.chunks_resumed,
             "parts": [p["file"] for p in m["outputs"]["ranked"]],
@@ -70,17 +75,105 @@ def _finish(
     out: OutputDir, run: dict, columns: list[str], timing: dict, device: dict, resumed: int
 ) -> ScoreResult:
     """Build the global ranking from every chunk file and write the manifest."""
-    ranking = out.build_ranking(out.chunk_files(), run["chunk_rows"], run["shard_rows"], columns)
-    counts = {
+    choice = RankChoice.from_dict(run["ranking"])
+    files = [path for _, path in sorted(out.chunk_files().items())]
+    stage = out.work / "finalize"
+    ranking = out.build_ranking(files, choice, run["layers"], columns, run["shard_rows"], stage)
+    manifest = build_manifest(
+        run, _ranking_info(choice, ranking), device, timing, _counts(ranking), _outputs(ranking)
+    )
+    out.commit(stage, manifest, replaces_skipped=True)
+    _warn_undefined(choice, ranking)
+    return ScoreResult(str(out.root), "complete", manifest, chunks_resumed=resumed)
+
+
+def rerank(folder: str | Path, choice: RankChoice) -> ScoreResult:
+    """Rank a finished run again by ``choice`` from its stored per-layer values, without the
+    model; the new ranked parts and manifest replace the old ones atomically."""
+    out = OutputDir(folder)
+    manifest, parts = out.ranked_parts()
+    run = manifest["run"]
+    choice.validate()
+    if choice.metric == "gainrl-reference" and run.get("reference") is None:
+        raise UserError(
+            f"{out.root} was scored without the authors' value; rescore with "
+            "`anglecurate score ... --metric gainrl-reference` (it needs every token's hidden state)"
+        )
+    if choice.metric == "gainrl-reference" and choice.layer not in (None, run["reference"]["layer"]):
+        raise UserError(f"the authors' value was computed at layer {run['reference']['layer']} only")
+    choice = choice.resolved(run["layers"], run["model"]["num_layers"], "--layer")
+    files = parts + ([out.root / UNDEFINED] if (out.root / UNDEFINED).exists() else [])
+    if not files:
+        raise UserError(f"ranking {out.root} has no scored rows to rank")
+    columns = [c for c in pl.read_parquet_schema(files[0]) if c not in SCORE_COLUMNS]
+    with out.ranking_lock():
+        stage = out.work / "rank"
+        ranking = out.build_ranking(files, choice, run["layers"], columns, run["shard_rows"], stage)
+        counts = {**manifest["counts"], **_counts(ranking, skipped=manifest["counts"]["skipped"])}
+        outputs = {**_outputs(ranking), "skipped": manifest["outputs"].get("skipped")}
+        ranked_at = datetime.now(UTC).isoformat(timespec="seconds")
+        new = {**manifest, "ranking": _ranking_info(choice, ranking), "counts": counts, "outputs": outputs}
+        new["reranked"] = {"at": ranked_at, "command": sys.argv}
+        out.commit(stage, new, replaces_skipped=False)
+    _warn_undefined(choice, ranking)
+    return ScoreResult(str(out.root), "re-ranked", new)
+
+
+def choose(folder: str | Path, changes: dict, from_validate: bool = False) -> RankChoice:
+    """The folder's current ranking choice with ``changes`` applied, or validate's
+    recommendation (``OUT/validate.json``) with ``--from-validate``."""
+    out = OutputDir(folder)
+    manifest, _ = out.ranked_parts()
+    choice = RankChoice.from_dict(manifest["ranking"])
+    if from_validate:
+        clash = sorted({"metric", "layer", "w_intra", "w_inter"} & set(changes))
+        if clash:
+            raise UserError(
+                f"--from-validate sets the layer and weights; drop --{clash[0].replace('_', '-')}"
+            )
+        path = out.root / "validate.json"
+        if not path.exists():
+            raise UserError(f"{path} does not exist; run `anglecurate validate --ranking {out.root}` first")
+        report = json.loads(path.read_text())
+        if report.get("recommendation") is None:
+            raise UserError(
+                f"validate made no recommendation for {out.root}: {report.get('why', 'no reason')}"
+            )
+        changes = {**report["recommendation"], **changes}
+    return replace(choice, **changes)
+
+
+def _ranking_info(choice: RankChoice, ranking: RankingSummary) -> dict:
+    return {**choice.to_dict(), "undefined_score": ranking.undefined_score, "length_fit": ranking.length_fit}
+
+
+def _counts(ranking: RankingSummary, skipped: dict | None = None) -> dict:
+    return {
         "scored": ranking.scored,
-        "skipped": ranking.skipped,
+        "skipped": ranking.skipped if skipped is None else skipped,
         "truncated": ranking.truncated,
         "undefined_score": ranking.undefined_score,
+        "dropped": ranking.dropped,
     }
-    outputs = {"ranked": ranking.parts, "skipped": "skipped.parquet" if ranking.skipped else None}
-    manifest = build_manifest(run, device, timing, counts, outputs)
-    out.finish(manifest)
-    return ScoreResult(str(out.root), "complete", manifest, chunks_resumed=resumed)
+
+
+def _outputs(ranking: RankingSummary) -> dict:
+    return {
+        "ranked": ranking.parts,
+        "skipped": SKIPPED if ranking.skipped else None,
+        "undefined": UNDEFINED if ranking.dropped else None,
+    }
+
+
+def _warn_undefined(choice: RankChoice, ranking: RankingSummary) -> None:
+    """The authors' value is NaN on most short prompts: say so, and what happened to them."""
+    if ranking.undefined_score and choice.metric == "gainrl-reference":
+        where = {"last": "ranked last", "first": "ranked first", "drop": f"left out, in {UNDEFINED}"}
+        print(
+            f"warning: the score is NaN for {ranking.undefined_score} of {ranking.scored} rows "
+            f"({where[choice.nan_policy]}, --nan-policy {choice.nan_policy})",
+            file=sys.stderr,
+        )
 
 
 def shard_status(out: OutputDir, run: dict) -> tuple[list[str], dict[str, dict]]:
@@ -119,7 +212,7 @@ def merge(folder: str | Path, resumed: int = 0) -> ScoreResult:
             f"cannot merge {out.root}: shards {', '.join(missing)} of {run['shards']} are not "
             "finished; run (or resume) them with `anglecurate score ... --shard i/N`"
         )
-    with out.merge_lock():
+    with out.ranking_lock():
         timing = _sum_timing([m["timing"] for m in markers.values()])
         columns = next(iter(markers.values()))["columns"]
         devices = [m["device"] for _, m in sorted(markers.items())]

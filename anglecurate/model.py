@@ -213,12 +213,16 @@ def load_model(
     device: torch.device,
     trust_remote_code: bool = False,
     attn_implementation: str = "sdpa",
+    causal_lm: bool = False,
 ) -> LoadedModel:
-    from transformers import AutoModel
+    """The base model (scoring), or with ``causal_lm`` the model with its LM head (validate's
+    backward passes); in eval mode either way."""
+    from transformers import AutoModel, AutoModelForCausalLM
 
+    auto = AutoModelForCausalLM if causal_lm else AutoModel
     try:
         with _hub_sealed():
-            base = AutoModel.from_pretrained(
+            base = auto.from_pretrained(
                 source.directory,
                 config=config,
                 dtype=dtype,

@@ -26,11 +26,11 @@ import torch
 from anglecurate.batching import collate, collate_packed, plan_batches, plan_packed
 from anglecurate.builtin import resolve_data
 from anglecurate.capture import AngleCapture, angle_capture
-from anglecurate.config import ScoreConfig, batch_budget, parse_layers, ranking_layer
+from anglecurate.config import ScoreConfig, batch_budget, parse_layers
 from anglecurate.dataset import Dataset, open_dataset, prompt_kind
 from anglecurate.errors import UserError
 from anglecurate.manifest import device_info, same_run
-from anglecurate.merge import ScoreResult, complete, run_timing
+from anglecurate.merge import ScoreResult, complete, rerank, run_timing
 from anglecurate.model import (
     DTYPE_NAMES,
     ModelSource,
@@ -50,6 +50,8 @@ from anglecurate.prompt import (
     build_conversation,
     load_prompt_config,
 )
+from anglecurate.ranking import RankChoice
+from anglecurate.reference import ReferenceSpec
 from anglecurate.segments import Segmented, Segmenter, SkipReason, truncate
 from anglecurate.shard import Shard
 from anglecurate.store import RESERVED_COLUMNS, ROW, SCORED, STATUS, OutputDir
@@ -65,7 +67,8 @@ class _Plan:
     renderer: PromptRenderer
     segmenter: Segmenter
     layers: list[int]
-    rank_layer: int
+    choice: RankChoice
+    reference: ReferenceSpec | None
     run: dict
     source: ModelSource
     model_config: object
@@ -96,7 +99,10 @@ def plan(cfg: ScoreConfig) -> _Plan:
     model_config = load_config(source, cfg.trust_remote_code)
     num_layers = model_config.num_hidden_layers
     layers = parse_layers(cfg.layers, num_layers)
-    rank_layer = ranking_layer(cfg.rank_layer, layers, num_layers)
+    choice = cfg.choice.resolved(layers, num_layers)
+    reference = None
+    if choice.metric == "gainrl-reference":
+        reference = ReferenceSpec(choice.layer, cfg.ref_prefix, cfg.ref_suffix)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, model_config, device)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
@@ -122,8 +128,12 @@ def plan(cfg: ScoreConfig) -> _Plan:
             "id_field": cfg.id_field,
         },
         "layers": layers,
-        "rank_layer": rank_layer,
-        "weights": {"intra": cfg.w_intra, "inter": cfg.w_inter},
+        # The authors' value is computed while scoring (it needs every token), so its layer
+        # and P, S are scoring options; the ranking choice is not (see same_run).
+        "reference": None
+        if reference is None
+        else {"layer": reference.layer, "prefix": cfg.ref_prefix, "suffix": cfg.ref_suffix},
+        "ranking": choice.to_dict(),
         "max_length": cfg.max_length,
         "on_long": cfg.on_long,
         "skip_invalid": cfg.skip_invalid,
@@ -138,7 +148,8 @@ def plan(cfg: ScoreConfig) -> _Plan:
         renderer=renderer,
         segmenter=Segmenter(tokenizer),
         layers=layers,
-        rank_layer=rank_layer,
+        choice=choice,
+        reference=reference,
         run=run,
         source=source,
         model_config=model_config,
@@ -178,7 +189,7 @@ def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResul
     tokens = 0
     rows_scored_now = 0
     try:
-        with angle_capture(model, p.layers) as capture:
+        with angle_capture(model, p.layers, p.reference) as capture:
             label = "scoring" if shard.whole else f"shard {shard}"
             progress.start(label, total=p.dataset.num_rows, completed=done_rows)
             for index, frame in p.dataset.iter_chunks(cfg.chunk_rows, skip=done):
@@ -217,6 +228,8 @@ def open_run(cfg: ScoreConfig, out: OutputDir) -> tuple[_Plan, ScoreResult | Non
         manifest = out.read_manifest()
         if manifest is not None:
             out.cleanup_finished()
+            if RankChoice.from_dict(manifest["ranking"]) != p.choice:  # only the ranking differs
+                return p, rerank(out.root, p.choice)
             return p, ScoreResult(str(out.root), "already complete", manifest)
     elif previous is None and out.is_foreign() and not cfg.overwrite:
         raise UserError(
@@ -319,6 +332,7 @@ def _score_chunk(
     intra = np.full((n, n_layers), np.nan, dtype=np.float32)
     inter = np.full((n, n_layers), np.nan, dtype=np.float32)
     lengths = np.zeros((n, 3), dtype=np.int32)
+    reference = np.full(n, np.nan) if p.reference is not None else None  # None: not computed
     rows = list(segmented)
     tokens = 0
     planner = plan_packed if cfg.packed else plan_batches
@@ -326,9 +340,11 @@ def _score_chunk(
         members = [rows[i] for i in batch_rows]
         items = [segmented[r] for r in members]
         batch = collate_packed(items) if cfg.packed else collate(items, p.pad_id)
-        c_intra, c_inter = capture.run(batch)
+        c_intra, c_inter, values = capture.run(batch)
         intra[members] = c_intra.numpy()
         inter[members] = c_inter.numpy()
+        if reference is not None:
+            reference[members] = values.numpy()
         batch_tokens = sum(s.n_tokens for s in items)
         tokens += batch_tokens
         progress.advance(len(members), batch_tokens)
@@ -336,23 +352,13 @@ def _score_chunk(
         lengths[r] = (s.n_tokens, s.n_prefix, s.n_question)
     progress.advance(n - len(segmented))
 
-    pos = p.layers.index(p.rank_layer)
-    c_intra = intra[:, pos].astype(np.float64)
-    c_inter = inter[:, pos].astype(np.float64)
-    score = np.zeros(n, dtype=np.float64)
-    # A zero weight drops its term entirely, so a NaN there cannot poison the score.
-    if cfg.w_intra:
-        score += cfg.w_intra * c_intra
-    if cfg.w_inter:
-        score += cfg.w_inter * c_inter
+    # The score, rank and rank-layer columns are the ranking stage's (anglecurate.ranking).
     uid = frame[cfg.id_field].alias("uid") if cfg.id_field else pl.Series("uid", uids, pl.Int64)
     new = [
         uid,
-        pl.Series("score", score),
-        pl.Series("c_intra", c_intra),
-        pl.Series("c_inter", c_inter),
         pl.Series("c_intra_layers", intra).cast(pl.List(pl.Float32)),
         pl.Series("c_inter_layers", inter).cast(pl.List(pl.Float32)),
+        pl.Series("gainrl_reference", reference if reference is not None else [None] * n, pl.Float64),
         pl.Series("n_tokens", lengths[:, 0]),
         pl.Series("n_prefix", lengths[:, 1]),
         pl.Series("n_question", lengths[:, 2]),

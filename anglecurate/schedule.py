@@ -29,6 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from anglecurate.errors import UserError
+from anglecurate.ranking import RankChoice
 from anglecurate.sampler import GaussianSampler, SamplerParams
 from anglecurate.store import OutputDir, atomic_write_json, atomic_write_parquet
 
@@ -61,8 +62,7 @@ def load_ranking(path: str | Path) -> Ranking:
     identity = {
         "dataset_fingerprint": run["dataset"]["fingerprint"],
         "model_config_hash": run["model"]["config_hash"],
-        "rank_layer": run["rank_layer"],
-        "weights": run["weights"],
+        "ranking": RankChoice.from_dict(manifest["ranking"]).to_dict(),
         "rows": frame.height,
     }
     return Ranking(Path(path), frame["uid"], frame["row_index"], identity)

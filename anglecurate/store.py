@@ -5,16 +5,20 @@ Layout of ``OUT``::
     manifest.json                 written last; its presence means the run is complete
     ranked/part-00000.parquet     rows in rank order, ``shard_rows`` rows per part
     skipped.parquet               rows that were not scored, with ``skip_reason`` (if any)
+    undefined.parquet             scored rows with a NaN score, under ``--nan-policy drop``
     .anglecurate/run.json         the run's options, for resume and refusal (while running)
     .anglecurate/chunks/          one Parquet file per scored chunk of input rows
                                   (``chunk-00012.s1of4.parquet``: shard 1 of 4's rows of it)
     .anglecurate/shards/s1of4.json  a finished shard's timing and device (sharded runs)
+    .anglecurate/finalize/, rank/   a ranking being built, swapped in by a COMMIT marker
 
 Every file is written to a temporary name and renamed into place, so a run killed at any
 moment leaves only whole files; a rerun skips the chunks that exist. The global sort never
-holds the dataset in memory: the ranking is computed from (row, score) keys alone, then each
-chunk's rows are routed to the bucket of the output part they belong to, and each part is
-sorted from its bucket. Peak memory is one chunk plus one part plus the keys.
+holds the dataset in memory: the ranking is computed from per-row keys alone (row index,
+question length, per-layer values), then each input file's rows are routed to the bucket of
+the output part they belong to, and each part is sorted from its bucket. Peak memory is one
+input file plus one part plus the keys. A re-rank (`anglecurate rank`) reads the ranked
+parts the same way and swaps the new ranking in atomically (see :meth:`OutputDir.commit`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 import polars as pl
 
 from anglecurate.errors import UserError
+from anglecurate.ranking import RANK_COLUMNS, ROW, RankChoice, key_columns, rank_keys
 
 # Columns every ranked row carries before the dataset's own columns, in this order.
 SCORE_COLUMNS = (
@@ -37,23 +42,27 @@ SCORE_COLUMNS = (
     "row_index",
     "rank",
     "score",
+    "score_length_controlled",
     "c_intra",
     "c_inter",
     "c_intra_layers",
     "c_inter_layers",
+    "gainrl_reference",
     "n_tokens",
     "n_prefix",
     "n_question",
     "truncated",
 )
 SKIP_COLUMN = "skip_reason"
-ROW = "_row"  # global input row index: the tie-breaker and the resume key
 STATUS = "_status"  # "scored" or a SkipReason value
 SCORED = "scored"
+SKIPPED = "skipped.parquet"
+UNDEFINED = "undefined.parquet"
+COMMIT = "COMMIT"
 
 
 class MergeInProgress(UserError):
-    """Another process holds the merge lock of this folder."""
+    """Another process is building this folder's ranking."""
 
 
 RESERVED_COLUMNS = frozenset(SCORE_COLUMNS) | {SKIP_COLUMN, ROW, STATUS}
@@ -75,9 +84,12 @@ def atomic_write_json(data: dict, path: Path) -> None:
 class RankingSummary:
     parts: list[dict]  # [{"file": "ranked/part-00000.parquet", "rows": n}, ...]
     scored: int
-    undefined_score: int  # NaN scores, ranked last
+    undefined_score: int  # NaN scores
+    dropped: int  # of those, left out of the ranking (nan_policy "drop")
     skipped: dict[str, int]
     truncated: int
+    length_fit: dict
+    from_chunks: bool
 
 
 class OutputDir:
@@ -114,6 +126,7 @@ class OutputDir:
 
     # -- state -----------------------------------------------------------------------------
     def read_manifest(self) -> dict | None:
+        self.recover()
         return _read_json(self.manifest_path)
 
     def ranked_parts(self) -> tuple[dict, list[Path]]:
@@ -169,7 +182,7 @@ class OutputDir:
         """Remove every file this tool writes (for --overwrite); leave anything else."""
         for name in ("ranked", ".anglecurate"):
             shutil.rmtree(self.root / name, ignore_errors=True)
-        for name in ("manifest.json", "skipped.parquet"):
+        for name in ("manifest.json", SKIPPED, UNDEFINED):
             (self.root / name).unlink(missing_ok=True)
 
     def start(self, run: dict, tag: str = "") -> None:
@@ -191,25 +204,22 @@ class OutputDir:
         atomic_write_parquet(frame, self.chunk_path(index, tag))
 
     @contextmanager
-    def merge_lock(self):
-        """Held while one process builds the ranking of a sharded run."""
-        lock = self.work / "merge.lock"
+    def ranking_lock(self):
+        """Held while one process builds the ranking (the merge of a sharded run, a re-rank)."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        lock = self.work / "ranking.lock"
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             raise MergeInProgress(
-                f"{self.root} is being merged by another process ({lock}); if none is, delete that file"
+                f"{self.root} is being ranked by another process ({lock}); if none is, delete that file"
             ) from None
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
         try:
             yield
         finally:
-            lock.unlink(missing_ok=True)  # finish() may already have removed the work folder
-
-    def finish(self, manifest: dict) -> None:
-        atomic_write_json(manifest, self.manifest_path)
-        shutil.rmtree(self.work, ignore_errors=True)
+            lock.unlink(missing_ok=True)  # commit() may already have removed the work folder
 
     def cleanup_finished(self) -> None:
         """A run killed after its manifest landed leaves only a stale work folder."""
@@ -217,72 +227,122 @@ class OutputDir:
 
     # -- ranking ---------------------------------------------------------------------------
     def build_ranking(
-        self, chunks: dict[tuple[int, str], Path], chunk_rows: int, shard_rows: int, columns: Iterable[str]
+        self,
+        files: list[Path],
+        choice: RankChoice,
+        layers: list[int],
+        columns: Iterable[str],
+        shard_rows: int,
+        stage: Path,
     ) -> RankingSummary:
-        """Globally sort the chunk files into ``ranked/`` parts (see module docstring).
+        """Rank ``files`` into ``stage`` (``ranked/`` parts, ``undefined.parquet``, and for
+        chunk files ``skipped.parquet``); :meth:`commit` swaps them in.
 
-        Rank 0 is the highest score; NaN scores come last; ties go to the earlier input row,
-        so shards merged give the ranks a single run gives.
+        ``files`` are chunk files (a scoring run) or a finished ranking's parts plus its
+        ``undefined.parquet`` (a re-rank). Rank 0 is the highest score; ties go to the
+        earlier input row, so shards merged give the ranks a single run gives.
         """
-        lazy = pl.scan_parquet(list(chunks.values()))
+        from_chunks = ROW in pl.read_parquet_schema(files[0])
+        lazy = pl.concat([_as_chunk(pl.scan_parquet(f), from_chunks) for f in files], how="diagonal_relaxed")
         status = lazy.group_by(STATUS).len().collect()
         counts = dict(zip(status[STATUS].to_list(), status["len"].to_list(), strict=True))
-        keys = (
-            lazy.filter(pl.col(STATUS) == SCORED)
-            .select(ROW, pl.col("score").fill_nan(None).alias("_key"))
-            .collect()
-            .sort(["_key", ROW], descending=[True, False], nulls_last=True)
-            .with_row_index("rank")
-            .select(ROW, pl.col("rank").cast(pl.Int64), pl.col("_key").is_null().alias("_nan"))
-            .sort(ROW)
-        )
-        stage = self.work / "finalize"
+        keys = lazy.filter(pl.col(STATUS) == SCORED).select(ROW, *key_columns(choice)).collect()
+        ranks, info = rank_keys(keys, choice, layers)
         shutil.rmtree(stage, ignore_errors=True)
         buckets = stage / "buckets"
-        for (i, _tag), path in sorted(chunks.items()):
-            lo, hi = i * chunk_rows, (i + 1) * chunk_rows
-            chunk_keys = keys.filter(pl.col(ROW).is_between(lo, hi, closed="left")).drop("_nan")
-            rows = (
-                pl.read_parquet(path).filter(pl.col(STATUS) == SCORED).join(chunk_keys, on=ROW, how="inner")
-            )
+        for n, path in enumerate(files):
+            rows = _as_chunk(pl.scan_parquet(path), from_chunks).filter(pl.col(STATUS) == SCORED).collect()
             if rows.is_empty():
                 continue
-            rows = rows.with_columns((pl.col("rank") // shard_rows).alias("_part"))
-            for (part,), group in rows.partition_by("_part", as_dict=True).items():
-                target = buckets / f"part-{part:05d}"
+            lo, hi = rows[ROW].min(), rows[ROW].max()
+            rows = rows.join(ranks.filter(pl.col(ROW).is_between(lo, hi)), on=ROW, how="inner")
+            bucket = pl.when(pl.col("rank").is_null()).then(-1).otherwise(pl.col("rank") // shard_rows)
+            for (part,), group in (
+                rows.with_columns(bucket.alias("_part")).partition_by("_part", as_dict=True).items()
+            ):
+                target = buckets / (f"part-{part:05d}" if part >= 0 else "undefined")
                 target.mkdir(parents=True, exist_ok=True)
-                group.drop("_part").write_parquet(target / path.name)
+                group.drop("_part").write_parquet(target / f"{n:06d}.parquet")
         order = [*SCORE_COLUMNS, *columns]
-        ranked_tmp = stage / "ranked"
-        ranked_tmp.mkdir(parents=True)
+        (stage / "ranked").mkdir(parents=True)
         parts = []
         for bucket in sorted(buckets.iterdir()) if buckets.exists() else []:
-            frame = pl.concat([pl.read_parquet(f) for f in sorted(bucket.iterdir())])
-            frame = frame.sort("rank").with_columns(pl.col(ROW).alias("row_index")).select(order)
-            frame.write_parquet(ranked_tmp / f"{bucket.name}.parquet")
-            parts.append({"file": f"ranked/{bucket.name}.parquet", "rows": frame.height})
-        ranked = self.root / "ranked"
-        shutil.rmtree(ranked, ignore_errors=True)
-        os.replace(ranked_tmp, ranked)
-        self._write_skipped(lazy, columns)
+            frame = pl.concat([pl.read_parquet(f) for f in sorted(bucket.iterdir())], how="diagonal_relaxed")
+            frame = frame.sort("rank", ROW).with_columns(pl.col(ROW).alias("row_index")).select(order)
+            if bucket.name == "undefined":
+                frame.write_parquet(stage / UNDEFINED)
+            else:
+                frame.write_parquet(stage / "ranked" / f"{bucket.name}.parquet")
+                parts.append({"file": f"ranked/{bucket.name}.parquet", "rows": frame.height})
+        shutil.rmtree(buckets, ignore_errors=True)
+        if from_chunks:
+            skipped = lazy.filter(pl.col(STATUS) != SCORED)
+            if skipped.select(pl.len()).collect().item():
+                skipped.select("uid", pl.col(STATUS).alias(SKIP_COLUMN), *columns).collect().write_parquet(
+                    stage / SKIPPED
+                )
         truncated = lazy.filter(pl.col(STATUS) == SCORED).select(pl.col("truncated").sum()).collect().item()
-        shutil.rmtree(stage, ignore_errors=True)
         return RankingSummary(
             parts=parts,
             scored=keys.height,
-            undefined_score=int(keys["_nan"].sum()),
+            undefined_score=info["undefined_score"],
+            dropped=info["dropped"],
             skipped={k: v for k, v in counts.items() if k != SCORED},
             truncated=int(truncated or 0),
+            length_fit=info["length_fit"],
+            from_chunks=from_chunks,
         )
 
-    def _write_skipped(self, lazy: pl.LazyFrame, columns: Iterable[str]) -> None:
-        path = self.root / "skipped.parquet"
-        skipped = lazy.filter(pl.col(STATUS) != SCORED)
-        if skipped.select(pl.len()).collect().item() == 0:
-            path.unlink(missing_ok=True)
-            return
-        frame = skipped.select("uid", pl.col(STATUS).alias(SKIP_COLUMN), *columns).collect()
-        atomic_write_parquet(frame, path)
+    def commit(self, stage: Path, manifest: dict, replaces_skipped: bool) -> None:
+        """Make a staged ranking (from :meth:`build_ranking`) the folder's ranking.
+
+        The COMMIT marker is the point of no return: before it the old ranking is intact,
+        after it :meth:`recover` (run by every reader) completes the swap, so a kill at any
+        moment leaves either the old ranking or the new one, never a mix. The work folder
+        (chunks of a scoring run, the stage) is removed last.
+        """
+        atomic_write_json(manifest, stage / "manifest.json")
+        plan = {UNDEFINED: "replace" if (stage / UNDEFINED).exists() else "remove"}
+        if replaces_skipped:
+            plan[SKIPPED] = "replace" if (stage / SKIPPED).exists() else "remove"
+        atomic_write_json(plan, stage / COMMIT)
+        self._apply(stage)
+
+    def recover(self) -> None:
+        """Finish a committed ranking swap that was interrupted; drop an uncommitted re-rank."""
+        for stage in (self.work / "finalize", self.work / "rank"):
+            if (stage / COMMIT).exists():
+                self._apply(stage)
+                return
+        shutil.rmtree(self.work / "rank", ignore_errors=True)
+        if self.work.is_dir() and not any(self.work.iterdir()):
+            self.work.rmdir()
+
+    def _apply(self, stage: Path) -> None:
+        """Idempotent: every step checks whether it already happened."""
+        plan = _read_json(stage / COMMIT)
+        new_ranked, ranked = stage / "ranked", self.root / "ranked"
+        if new_ranked.exists():
+            if ranked.exists():
+                os.replace(ranked, stage / "old-ranked")
+            os.replace(new_ranked, ranked)
+        for name, action in plan.items():
+            if action == "replace" and (stage / name).exists():
+                os.replace(stage / name, self.root / name)
+            elif action == "remove":
+                (self.root / name).unlink(missing_ok=True)
+        if (stage / "manifest.json").exists():
+            os.replace(stage / "manifest.json", self.manifest_path)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _as_chunk(lazy: pl.LazyFrame, from_chunks: bool) -> pl.LazyFrame:
+    """Rows of a chunk file, or of a ranked part in chunk form (``_row``, ``_status``), without
+    the columns a ranking computes."""
+    if not from_chunks:
+        lazy = lazy.rename({"row_index": ROW}).with_columns(pl.lit(SCORED).alias(STATUS))
+    names = lazy.collect_schema().names()
+    return lazy.drop([c for c in (*RANK_COLUMNS, "row_index") if c in names])
 
 
 def _read_json(path: Path) -> dict | None:

@@ -37,6 +37,16 @@ def read_ranked(out) -> pl.DataFrame:
 def naive_layer_angles(cfg: ScoreConfig, rows: int) -> dict:
     """{uid: (c_intra per layer, c_inter per layer)} from batch-1 forwards, no padding,
     with the MLP inputs kept and the O(L^2) float64 reference applied."""
+    result = {}
+    for uid, seg, kept, layers in batch1_mlp_inputs(cfg, rows):
+        pairs = [naive_angles(kept[i], seg.n_prefix, seg.n_question) for i in layers]
+        result[uid] = ([a for a, _ in pairs], [b for _, b in pairs])
+    return result
+
+
+def batch1_mlp_inputs(cfg: ScoreConfig, rows: int):
+    """Yield (uid, Segmented, {layer: [L, d] MLP input}, scored layers) for the first
+    ``rows`` rows, one unpadded forward each."""
     p = plan(cfg)
     model = load_model(p.source, p.model_config, torch.float32, torch.device("cpu"))
     frame = next(iter(p.dataset.iter_chunks(rows)))[1]
@@ -46,17 +56,14 @@ def naive_layer_angles(cfg: ScoreConfig, rows: int) -> dict:
         mlp.register_forward_pre_hook(lambda _m, a, i=i: kept.__setitem__(i, a[0][0].clone()))
         for i, mlp in enumerate(model.mlps)
     ]
-    result = {}
     try:
         with torch.inference_mode():
             for row, seg in segmented.items():
                 model.base(input_ids=torch.tensor([seg.input_ids]), use_cache=False)
-                pairs = [naive_angles(kept[i], seg.n_prefix, seg.n_question) for i in p.layers]
-                result[uids[row]] = ([a for a, _ in pairs], [b for _, b in pairs])
+                yield uids[row], seg, dict(kept), p.layers
     finally:
         for h in hooks:
             h.remove()
-    return result
 
 
 def assert_matches_naive(ranked: pl.DataFrame, naive: dict, tol: float) -> None:

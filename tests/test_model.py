@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anglecurate.config import parse_layers, ranking_layer
+from anglecurate.config import parse_layers
 from anglecurate.errors import UserError
 from anglecurate.model import load_config, load_model, resolve_dtype, resolve_source
+from anglecurate.ranking import RankChoice
 
 from .conftest import build_tiny_model
 
@@ -41,7 +42,7 @@ def test_stop_early_skips_the_layers_above(tmp_path):
     )
     try:
         with angle_capture(model, [0, 1]) as capture:
-            intra, inter = capture.run(batch)
+            intra, inter, _ = capture.run(batch)
         assert calls == [0, 1]  # layer 2 never ran
         assert intra.shape == (1, 2) and inter.shape == (1, 2)
     finally:
@@ -61,10 +62,10 @@ def test_parse_layers():
         parse_layers("-5", 4)
     with pytest.raises(UserError, match="comma-separated"):
         parse_layers("1;2", 4)
-    assert ranking_layer(None, [0, 2], 4) == 2
-    assert ranking_layer(-4, [0, 2], 4) == 0
+    assert RankChoice().resolved([0, 2], 4).layer == 2
+    assert RankChoice(layer=-4).resolved([0, 2], 4).layer == 0
     with pytest.raises(UserError, match="not among"):
-        ranking_layer(1, [0, 2], 4)
+        RankChoice(layer=1).resolved([0, 2], 4)
 
 
 def test_dtype_resolution(tmp_path):

@@ -61,7 +61,7 @@ def test_json_rows_ranked_and_exact(tiny_model_dir, math_json, tmp_path):
     assert_matches_naive(ranked, naive_layer_angles(cfg, 40), tol=1e-4)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["run"]["dataset"]["rows"] == 40
-    assert manifest["run"]["layers"] == [0, 1, 2] and manifest["run"]["rank_layer"] == 2
+    assert manifest["run"]["layers"] == [0, 1, 2] and manifest["ranking"]["layer"] == 2
     assert manifest["timing"]["tokens_this_run"] == ranked["n_tokens"].sum()
     assert not (tmp_path / "out" / ".anglecurate").exists()
 

@@ -104,13 +104,13 @@ def test_foreign_and_mismatched_shards_are_refused(tiny_model_dir, questions, tm
     score(config(tiny_model_dir, questions, out, shard=Shard(0, 2)))
     with pytest.raises(UserError, match="different shards"):
         score(config(tiny_model_dir, questions, out, shard=Shard(1, 3)))
-    with pytest.raises(UserError, match="different weights"):
-        score(config(tiny_model_dir, questions, out, shard=Shard(1, 2), w_inter=8.0))
+    with pytest.raises(UserError, match="different max_length"):
+        score(config(tiny_model_dir, questions, out, shard=Shard(1, 2), max_length=999))
     with pytest.raises(UserError, match="--overwrite would delete"):
         score(config(tiny_model_dir, questions, out, shard=Shard(1, 2), overwrite=True))
     marker = out / ".anglecurate" / "shards" / "s1of2.json"
     stray = json.loads((out / ".anglecurate" / "shards" / "s0of2.json").read_text())
-    stray["run"]["weights"]["inter"] = 8.0
+    stray["run"]["max_length"] = 999
     marker.write_text(json.dumps(stray))
     code, _, err = run_cli(monkeypatch, capsys, "merge", out)
     assert code == 2 and "s1of2.json is from another run" in err and len(err.strip().splitlines()) == 1

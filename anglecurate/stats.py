@@ -1,0 +1,281 @@
+"""Rank statistics for ``anglecurate validate``: does a per-prompt feature predict a target?
+
+``validate`` asks whether a feature (angle concentration of the hidden states at one layer,
+one of ~90 layer x statistic candidates) predicts a per-prompt target (say the gradient norm
+of a training loss) on ~240 sampled prompts. Everything here is rank based, because neither
+the feature nor the target has a meaningful scale and both have heavy tails:
+
+- ``spearman`` / ``spearman_ci``: the association and a paired-bootstrap percentile interval,
+  so a rho of 0.2 on 240 samples is reported with its uncertainty rather than as a number.
+- ``partial_spearman``: the association left after ranking out covariates (prompt length
+  above all: long prompts have both lower angle concentration and larger gradients, and a
+  feature that only re-measures length is not worth the forward pass).
+- ``max_stat_pvalues``: Westfall-Young single-step max-T permutation p-values. With ~90
+  candidates the best |rho| is large by luck alone; comparing each observed |rho| with the
+  permutation distribution of the *maximum* over all candidates controls the family-wise
+  error rate exactly under the null of exchangeable targets, whatever the (strong)
+  correlation between neighbouring layers - Bonferroni would be needlessly conservative there.
+- ``split_halves``: choose the best layer on one half and report it on the other, so the
+  reported rho is not the one that won the selection. Pairs of neighbours in the global
+  ranking are split so both halves span the whole ranking.
+- ``stratified_sample``: which prompts to sample from a ranked dataset - one per equal-width
+  stratum, so the sample covers the ranking evenly instead of clustering by chance.
+- ``isotonic_residuals``: a score "beyond what length explains": the residual of a monotone
+  least-squares fit of the score on prompt length (no parametric form is assumed).
+
+NaN means missing: pairs (rows) with NaN in any input of a computation are dropped from it.
+Randomness comes from ``np.random.Generator`` built from an int seed, so results are
+deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+from scipy import optimize, stats
+
+# Permutations are processed in blocks: bounded memory ([block, n] indices and [F, block]
+# correlations) whatever n_permutations, and the stream of draws does not depend on F.
+_PERMUTATION_BLOCK = 256
+
+
+def _paired_finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def _is_constant(a: np.ndarray) -> bool:
+    return a.size == 0 or bool(np.all(a == a[0]))
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
+    """Spearman rho, two-sided p-value and pairs used, for x, y [n] float (NaN = missing).
+
+    Returns (nan, nan, n) when fewer than 3 complete pairs remain or either side is constant.
+    """
+    x, y = _paired_finite(x, y)
+    n = int(x.size)
+    if n < 3 or _is_constant(x) or _is_constant(y):
+        return float("nan"), float("nan"), n
+    res = stats.spearmanr(x, y)
+    return float(res.statistic), float(res.pvalue), n
+
+
+def _spearman_along(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Spearman rho along ``axis`` of x, y [..., n] float64 (average ranks, then Pearson).
+
+    Vectorized statistic for ``scipy.stats.bootstrap``; nan where a side is constant.
+    """
+    rx = stats.rankdata(x, axis=axis)
+    ry = stats.rankdata(y, axis=axis)
+    rx = rx - rx.mean(axis=axis, keepdims=True)
+    ry = ry - ry.mean(axis=axis, keepdims=True)
+    num = (rx * ry).sum(axis=axis)
+    den = np.sqrt((rx * rx).sum(axis=axis) * (ry * ry).sum(axis=axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / den
+
+
+def spearman_ci(
+    x: np.ndarray, y: np.ndarray, *, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Paired-bootstrap percentile interval (low, high) of Spearman rho for x, y [n] float.
+
+    NaN pairs are dropped first; (nan, nan) when fewer than 4 pairs remain or a side is
+    constant. A resample in which one side is constant (likely only with heavy ties) has
+    no rho; such resamples are left out and the interval is the percentile interval of the
+    finite ones ((nan, nan) if none is finite).
+    """
+    x, y = _paired_finite(x, y)
+    if x.size < 4 or _is_constant(x) or _is_constant(y):
+        return float("nan"), float("nan")
+    with warnings.catch_warnings():
+        # scipy warns when NaN resamples make its interval NaN; those are handled below.
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            (x, y),
+            _spearman_along,
+            paired=True,
+            vectorized=True,
+            method="percentile",
+            n_resamples=n_resamples,
+            confidence_level=level,
+            rng=np.random.default_rng(seed),
+        )
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    dist = np.asarray(res.bootstrap_distribution, dtype=np.float64)
+    if not np.all(np.isfinite(dist)):
+        if not np.any(np.isfinite(dist)):
+            return float("nan"), float("nan")
+        # The same quantile scipy takes, over the finite resamples only.
+        alpha = (1.0 - level) / 2.0
+        low, high = stats.quantile(dist, np.array([alpha, 1.0 - alpha]), nan_policy="omit")
+    return float(low), float(high)
+
+
+def partial_spearman(x: np.ndarray, y: np.ndarray, covariates: np.ndarray) -> tuple[float, float, int]:
+    """Partial Spearman rho of x, y [n] given covariates [n, k] float; (rho, p, n used).
+
+    Ranks (average for ties) of x, y and each covariate; ranked x and y are regressed on
+    [1, ranked covariates] and the residuals correlated. The p-value is two-sided from
+    Student t with df = n - 2 - k. Rows with NaN anywhere are dropped; (nan, nan, n) when
+    df < 1 or a residual is constant. k = 0 gives ``spearman``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    z = np.asarray(covariates, dtype=np.float64).reshape(x.shape[0], -1)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
+    keep = np.isfinite(x) & np.isfinite(y) & np.all(np.isfinite(z), axis=1)
+    x, y, z = x[keep], y[keep], z[keep]
+    n, k = int(x.size), z.shape[1]
+    df = n - 2 - k
+    if df < 1:
+        return float("nan"), float("nan"), n
+    design = np.column_stack([np.ones(n), stats.rankdata(z, axis=0)])
+    ranked = np.column_stack([stats.rankdata(x), stats.rankdata(y)])
+    coef, *_ = np.linalg.lstsq(design, ranked, rcond=None)
+    resid = ranked - design @ coef
+    resid -= resid.mean(axis=0)
+    # Relative threshold: "constant" means nothing beyond rounding of the fit is left over.
+    scale = np.linalg.norm(ranked - ranked.mean(axis=0), axis=0)
+    norms = np.linalg.norm(resid, axis=0)
+    if np.any(norms <= 1e-10 * np.maximum(scale, 1.0)):
+        return float("nan"), float("nan"), n
+    r = float(np.clip(resid[:, 0] @ resid[:, 1] / (norms[0] * norms[1]), -1.0, 1.0))
+    if abs(r) == 1.0:
+        return r, 0.0, n
+    t = r * np.sqrt(df / (1.0 - r * r))
+    return r, float(2.0 * stats.t.sf(abs(t), df)), n
+
+
+def _permutations(n: int, n_permutations: int, seed: int) -> Iterator[np.ndarray]:
+    """Blocks [b, n] int64 of independent uniform permutations of range(n), fixed by seed."""
+    rng = np.random.default_rng(seed)
+    base = np.arange(n, dtype=np.int64)
+    for start in range(0, n_permutations, _PERMUTATION_BLOCK):
+        b = min(_PERMUTATION_BLOCK, n_permutations - start)
+        yield rng.permuted(np.broadcast_to(base, (b, n)), axis=1)
+
+
+def _standardized_ranks(a: np.ndarray) -> np.ndarray:
+    # Centred, unit-norm ranks along the last axis: Pearson on ranks becomes a dot product.
+    r = stats.rankdata(a, axis=-1)
+    r = r - r.mean(axis=-1, keepdims=True)
+    return r / np.linalg.norm(r, axis=-1, keepdims=True)
+
+
+def max_stat_pvalues(
+    features: np.ndarray, y: np.ndarray, *, n_permutations: int = 1000, seed: int = 0
+) -> np.ndarray:
+    """Family-wise (single-step max-T) permutation p-values of Spearman rho, [F] float64.
+
+    features [F, n] float, y [n] float. p_f = (1 + #{perm: max_g |rho_g| >= |rho_f|}) /
+    (n_permutations + 1), the max over all usable features of the rho with permuted y.
+    Features that are entirely NaN are set aside first (else they would remove every
+    sample); then samples where y or any remaining feature is NaN are dropped. Features
+    constant on the remaining samples get nan and are left out of the max; all are nan
+    when fewer than 3 samples remain.
+    """
+    feats = np.atleast_2d(np.asarray(features, dtype=np.float64))
+    y = np.asarray(y, dtype=np.float64)
+    if feats.shape[1] != y.shape[0]:
+        raise ValueError(f"features {feats.shape} and y {y.shape} disagree on n")
+    out = np.full(feats.shape[0], np.nan)
+    present = ~np.all(np.isnan(feats), axis=1)
+    cols = np.isfinite(y) & np.all(np.isfinite(feats[present]), axis=0)
+    if cols.sum() < 3 or _is_constant(y[cols]):
+        return out
+    sub = feats[:, cols]
+    usable = present & ~np.all(sub == sub[:, :1], axis=1)
+    if not usable.any():
+        return out
+    zf = _standardized_ranks(sub[usable])  # [F', n]
+    zy = _standardized_ranks(y[cols])  # [n]
+    observed = np.abs(zf @ zy)  # [F']
+    # 1e-12 slack: a permutation that reproduces the observed ranking must count as >=.
+    threshold = observed - 1e-12
+    exceed = np.zeros(observed.size, dtype=np.int64)
+    for perms in _permutations(zy.size, n_permutations, seed):
+        null_max = np.abs(zf @ zy[perms].T).max(axis=0)  # [b]
+        exceed += (null_max[None, :] >= threshold[:, None]).sum(axis=1)
+    out[usable] = (1.0 + exceed) / (n_permutations + 1.0)
+    return out
+
+
+def split_halves(ranks: np.ndarray, seed: int) -> np.ndarray:
+    """Boolean mask [n]: True = "choose" half, False = "hold-out" half, for ranks [n] int.
+
+    Sorted by rank, consecutive pairs are split one to each half at random (an odd last
+    element goes to a random half), so the halves differ in size by at most one and both
+    span the whole ranking.
+    """
+    ranks = np.asarray(ranks)
+    rng = np.random.default_rng(seed)
+    order = np.argsort(ranks, kind="stable")
+    n_pairs = order.size // 2
+    first = rng.random(n_pairs) < 0.5
+    mask = np.zeros(order.size, dtype=bool)
+    mask[order[0 : 2 * n_pairs : 2]] = first
+    mask[order[1 : 2 * n_pairs : 2]] = ~first
+    if order.size % 2:
+        mask[order[-1]] = rng.random() < 0.5
+    return mask
+
+
+def stratified_sample(n_rows: int, n: int, seed: int) -> np.ndarray:
+    """n distinct ranks in [0, n_rows), one uniform draw per stratum; sorted int64 [n].
+
+    Stratum i is [floor(i n_rows / n), floor((i + 1) n_rows / n)), never empty when
+    n < n_rows; all of range(n_rows) when n >= n_rows.
+    """
+    if n_rows < 0 or n < 0:
+        raise ValueError(f"n_rows and n must be >= 0, got {n_rows} and {n}")
+    if n >= n_rows:
+        return np.arange(n_rows, dtype=np.int64)
+    # Integer arithmetic: exact boundaries with no float rounding for large n_rows.
+    bounds = (np.arange(n + 1, dtype=np.int64) * n_rows) // n
+    rng = np.random.default_rng(seed)
+    return rng.integers(bounds[:-1], bounds[1:]).astype(np.int64)
+
+
+def isotonic_residuals(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Residuals [n] float64 of values [n] float after a monotone least-squares fit on lengths [n].
+
+    Both an increasing and a decreasing fit are tried; the one with the smaller squared error
+    wins (increasing on a tie). Rows of equal length share one fitted value: the fit is done
+    on the per-length means weighted by their counts, which is the same least-squares problem.
+    Residuals are NaN where the value (or length) is NaN. info: {"direction": "increasing" |
+    "decreasing" | "none", "r2": variance fraction explained (0.0 when values have none),
+    "n": rows used}. With fewer than 2 usable rows the residual is the value minus the mean
+    and direction is "none".
+    """
+    values = np.asarray(values, dtype=np.float64)
+    lengths = np.asarray(lengths, dtype=np.float64)
+    if values.shape != lengths.shape or values.ndim != 1:
+        raise ValueError(f"values and lengths must be 1-D of equal length: {values.shape}, {lengths.shape}")
+    keep = np.isfinite(values) & np.isfinite(lengths)
+    v = values[keep]
+    resid = np.full(values.shape, np.nan)
+    if v.size < 2:
+        resid[keep] = v - v.mean() if v.size else v
+        return resid, {"direction": "none", "r2": 0.0, "n": int(v.size)}
+    uniq, inv, counts = np.unique(lengths[keep], return_inverse=True, return_counts=True)
+    means = np.bincount(inv, weights=v) / counts
+    best: tuple[float, str, np.ndarray] | None = None
+    for direction in ("increasing", "decreasing"):
+        fit = optimize.isotonic_regression(means, weights=counts, increasing=direction == "increasing").x
+        sse = float(np.sum((v - fit[inv]) ** 2))
+        if best is None or sse < best[0]:
+            best = (sse, direction, fit)
+    sse, direction, fit = best
+    sst = float(np.sum((v - v.mean()) ** 2))
+    r2 = 1.0 - sse / sst if sst > 0 else 0.0
+    resid[keep] = v - fit[inv]
+    return resid, {"direction": direction, "r2": float(r2), "n": int(v.size)}
