@@ -260,7 +260,7 @@ def validate(
     seed: int = typer.Option(0, help="Seed of the sample, the halves, the bootstrap and the sampling."),
     answer_field: str = typer.Option(
         None,
-        help="Reference answer column, struct fields dotted [default: answer, solution, reward_model.ground_truth]",
+        help="Reference answers, struct fields dotted [default: answer, reward_model.ground_truth, ...].",
     ),
     difficulty_field: str = typer.Option(None, help="Difficulty column [default: difficulty or level]."),
     target: str = typer.Option("grad_norm", help="grad_norm, loss, grad_mlp_in or rl_grad_norm."),
@@ -312,6 +312,20 @@ def validate(
     elif show:
         print_validation(Console(), result)
         print(f"wrote {ranking / 'validate.json'} and {ranking / 'validate.parquet'}", file=sys.stderr)
+
+
+@app.command()
+def report(
+    ranking: Path = typer.Option(..., help="Output folder of `anglecurate score`."),
+    by: list[str] = typer.Option([], help="Also plot the score against this column (repeatable)."),
+    out: Path = typer.Option(None, help="Report folder [default: RANKING/report]."),
+    sample: int = typer.Option(None, help="Most points drawn in a scatter plot [default: 20,000]."),
+) -> None:
+    """Write a self-contained HTML report (and its figures as PNG) of a ranking."""
+    from anglecurate.report import write_report
+
+    result = write_report(ranking, out, by, sample)
+    print(f"wrote {result.html} and {len(result.figures)} figures", file=sys.stderr)
 
 
 @app.command()

@@ -39,7 +39,7 @@ class ChunkScorer:
             p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code, cfg.attn_implementation
         )
         self._stack = ExitStack()  # the hooks stay in place for the actor's lifetime
-        self.capture = self._stack.enter_context(angle_capture(model, self.p.layers))
+        self.capture = self._stack.enter_context(angle_capture(model, self.p.layers, self.p.reference))
         self.out = OutputDir(cfg.out)
 
     def __call__(self, batch: dict) -> dict:

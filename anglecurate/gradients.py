@@ -121,7 +121,7 @@ def answer_target(lm: nn.Module, example: AnswerExample, projections: list[list[
     ids = example.input_ids.to(next(lm.parameters()).device)
     loss = -token_logprobs(lm, ids, example.answer_start).mean()
     total, per_layer = gradient_norms(lm, loss, projections)
-    return {"loss": float(loss), "grad_norm": total, "grad_mlp_in_layers": per_layer}
+    return {"loss": float(loss.detach()), "grad_norm": total, "grad_mlp_in_layers": per_layer}
 
 
 # -- RL-style target --------------------------------------------------------------------------

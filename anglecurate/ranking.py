@@ -109,7 +109,7 @@ def rank_keys(keys: pl.DataFrame, choice: RankChoice, layers: list[int]) -> tupl
     c_intra = _layer_values(keys, "c_intra_layers", pos)
     c_inter = _layer_values(keys, "c_inter_layers", pos)
     if choice.metric == "gainrl-reference":
-        score = keys["gainrl_reference"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+        score = floats(keys["gainrl_reference"])
     else:
         score = np.zeros(keys.height)
         if choice.w_intra:
@@ -151,4 +151,9 @@ def rank_keys(keys: pl.DataFrame, choice: RankChoice, layers: list[int]) -> tupl
 
 def _layer_values(keys: pl.DataFrame, column: str, pos: int) -> np.ndarray:
     """[rows] float64 values of one layer from a list column (NaN where missing)."""
-    return keys[column].list.get(pos).cast(pl.Float64).fill_null(np.nan).to_numpy()
+    return floats(keys[column].list.get(pos))
+
+
+def floats(series: pl.Series) -> np.ndarray:
+    """A column as float64 values, null as NaN."""
+    return series.cast(pl.Float64).fill_null(np.nan).to_numpy()

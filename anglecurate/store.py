@@ -180,9 +180,10 @@ class OutputDir:
     # -- writing ---------------------------------------------------------------------------
     def clear(self) -> None:
         """Remove every file this tool writes (for --overwrite); leave anything else."""
-        for name in ("ranked", ".anglecurate"):
+        # validate's and report's outputs describe the old run, so they go with it.
+        for name in ("ranked", ".anglecurate", ".anglecurate-validate", "report"):
             shutil.rmtree(self.root / name, ignore_errors=True)
-        for name in ("manifest.json", SKIPPED, UNDEFINED):
+        for name in ("manifest.json", SKIPPED, UNDEFINED, "validate.json", "validate.parquet"):
             (self.root / name).unlink(missing_ok=True)
 
     def start(self, run: dict, tag: str = "") -> None:

@@ -26,7 +26,7 @@ import torch
 from anglecurate import evidence
 from anglecurate.errors import UserError
 from anglecurate.progress import ScoreProgress
-from anglecurate.ranking import RankChoice
+from anglecurate.ranking import RankChoice, floats
 from anglecurate.stats import split_halves, stratified_sample
 from anglecurate.store import OutputDir, atomic_write_json, atomic_write_parquet
 
@@ -275,9 +275,7 @@ def _analyse(cfg: ValidateConfig, frame: pl.DataFrame, rows: pl.DataFrame, run: 
         "score_length_controlled": rows["score_length_controlled"].to_numpy().astype(np.float64),
     }
     if rows["gainrl_reference"].null_count() < rows.height:
-        features["gainrl_reference"] = (
-            rows["gainrl_reference"].fill_null(np.nan).to_numpy().astype(np.float64)
-        )
+        features["gainrl_reference"] = floats(rows["gainrl_reference"])
     features |= evidence.layer_features(intra, inter, layers, w_intra, w_inter)
     grad_mlp = np.array(frame["grad_mlp_in_layers"].to_list(), dtype=np.float64)
     targets = {
@@ -289,7 +287,7 @@ def _analyse(cfg: ValidateConfig, frame: pl.DataFrame, rows: pl.DataFrame, run: 
         targets["rl_grad_norm"] = frame["rl_grad_norm"].to_numpy()
     target = targets[cfg.target]  # rl_grad_norm without --rl-samples is refused in validate()
     length = frame["n_question"].to_numpy().astype(np.float64)
-    difficulty = frame["difficulty"].fill_null(np.nan).to_numpy()
+    difficulty = floats(frame["difficulty"])
     covariates = {"n_question": length}
     if np.isfinite(difficulty).sum() >= 8:
         covariates["difficulty"] = difficulty

@@ -18,7 +18,8 @@ drift hits both alike. Usage (from the repository root):
 GPU options: ``--packing`` (one packed sequence per batch; pair it with
 ``--attn-implementation flash_attention_2`` or ``flex_attention`` for padding-free
 attention), ``--shape qwen2.5-0.5b|qwen2.5-1.5b`` (random weights with that model's exact
-shapes, built from a config: no download; tokens come from --model's tokenizer), and
+shapes, built from a config on the device: no download; tokens come from --model's
+tokenizer; ``smollm2-135m`` is the built-in model's shape, for a machine without the GGUF), and
 ``--kernel`` (the segment reduction alone: kernel vs PyTorch reference, error, time and
 bandwidth against a device copy). With a measured bf16 matmul rate the result also gives
 model FLOPs utilisation (2 x non-embedding parameters x tokens, plus causal attention).
@@ -55,6 +56,7 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
+    from anglecurate.angles import kernel_backend
     from anglecurate.batching import collate, collate_packed, plan_batches, plan_packed
     from anglecurate.capture import angle_capture
     from anglecurate.config import ScoreConfig
@@ -84,12 +86,13 @@ def main() -> None:
     n_tokens = sum(s.n_tokens for s in items)
 
     if args.shape:  # random weights, exact shapes: no download
-        from transformers import Qwen2Config
+        from transformers import AutoConfig
 
-        config = Qwen2Config(**SHAPES[args.shape])
+        config = AutoConfig.for_model(**SHAPES[args.shape])
         torch.manual_seed(0)
         attn = args.attn_implementation
-        lm = AutoModelForCausalLM.from_config(config, dtype=p.dtype, attn_implementation=attn)
+        with p.device:  # initialise on the device: seconds instead of a minute for 1.5B on a CPU
+            lm = AutoModelForCausalLM.from_config(config, dtype=p.dtype, attn_implementation=attn)
         lm = lm.eval().to(p.device)
     else:
         lm = (
@@ -103,6 +106,8 @@ def main() -> None:
             .to(p.device)
         )
     model = wrap_model(lm.base_model, lm.config.num_hidden_layers)
+    # Which segment reduction `score` uses here (ANGLECURATE_KERNEL overrides).
+    reduction = "triton" if kernel_backend(p.device) == "triton" else "ranges" if args.packing else "masks"
 
     def sync():
         if p.device.type == "cuda":
@@ -131,24 +136,38 @@ def main() -> None:
             sync()
             return time.perf_counter() - t
 
+    # The reference runs with SDPA whatever the batched passes use: the authors' style, and
+    # FlexAttention would recompile or rebuild its block mask for every prompt length.
+    attn_used = getattr(lm.config, "_attn_implementation", args.attn_implementation)
+    ref_attn = "sdpa" if hasattr(lm, "set_attn_implementation") else attn_used
+
     @torch.inference_mode()
     def reference(n: int) -> tuple[float, int]:
         store = {}
         hook = model.mlps[-1].register_forward_hook(
             lambda _m, inp, _o: store.__setitem__("x", inp[0].detach())
         )
+
+        def one(s) -> None:
+            lm(input_ids=torch.tensor([s.input_ids], device=p.device), use_cache=False)
+            u = torch.nn.functional.normalize(store["x"][0].float(), dim=1)
+            cos = (u @ u.T) * torch.tril(torch.ones(len(u), len(u), device=u.device), 1)
+            _ = cos[s.n_prefix :].mean() + 8 * cos[s.n_prefix :][:, : s.n_prefix].mean()
+
+        if ref_attn != attn_used:
+            lm.set_attn_implementation(ref_attn)
         try:
+            one(items[0])  # warm-up
             sync()
             t = time.perf_counter()
             for s in items[:n]:
-                lm(input_ids=torch.tensor([s.input_ids], device=p.device), use_cache=False)
-                u = torch.nn.functional.normalize(store["x"][0].float(), dim=1)
-                cos = (u @ u.T) * torch.tril(torch.ones(len(u), len(u), device=u.device), 1)
-                _ = cos[s.n_prefix :].mean() + 8 * cos[s.n_prefix :][:, : s.n_prefix].mean()
+                one(s)
             sync()
             return time.perf_counter() - t, sum(x.n_tokens for x in items[:n])
         finally:
             hook.remove()
+            if ref_attn != attn_used:
+                lm.set_attn_implementation(attn_used)
 
     bare(), scored()  # warm-up: allocator, kernels, thread pools
     t_bare, t_score = [], []
@@ -171,9 +190,11 @@ def main() -> None:
         "score_over_bare": min(t_bare) / min(t_score),
         "reference_tokens_per_s": ref_tokens / t_ref,
         "reference_rows": min(args.reference_rows, len(items)),
+        "reference_attn_implementation": ref_attn,
         "speedup_over_reference": (n_tokens / min(t_score)) / (ref_tokens / t_ref),
         "packing": args.packing,
         "attn_implementation": args.attn_implementation,
+        "reduction": reduction,
         "shape": args.shape,
         "model_flops_per_s": model_flops(lm.config, lengths) / min(t_bare),
         "machine": {
@@ -181,7 +202,7 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name() if p.device.type == "cuda" else None,
         },
-        "versions": versions(),
+        "versions": {**versions(), "triton": _triton_version()},
     }
     if args.kernel:
         result["kernel"] = bench_kernel(p.device, lm.config.hidden_size)
@@ -189,17 +210,34 @@ def main() -> None:
         rate = matmul_rate(p.device)
         result["bf16_matmul_flops_per_s"] = rate
         result["mfu"] = result["model_flops_per_s"] / rate
+        result["score_mfu"] = result["mfu"] * result["score_over_bare"]
     print(json.dumps(result, indent=1))
     if args.json_path:
         with open(args.json_path, "w") as f:
             json.dump(result, f, indent=1)
 
 
-# Published shapes of Qwen2.5 (config.json of each release), built with random weights.
+# Published shapes (config.json of each release), built with random weights.
 _QWEN25 = dict(
-    num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, max_position_embeddings=32768
+    model_type="qwen2",
+    num_key_value_heads=2,
+    vocab_size=151936,
+    tie_word_embeddings=True,
+    max_position_embeddings=32768,
 )
 SHAPES = {
+    "smollm2-135m": dict(
+        model_type="llama",
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+        rope_theta=100000.0,
+        max_position_embeddings=8192,
+    ),
     "qwen2.5-0.5b": dict(
         _QWEN25, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14
     ),
@@ -207,6 +245,14 @@ SHAPES = {
         _QWEN25, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12
     ),
 }
+
+
+def _triton_version() -> str | None:
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
 
 
 def model_flops(config, lengths: list[int]) -> float:
@@ -236,7 +282,14 @@ def matmul_rate(device) -> float:
 
 
 def bench_kernel(device, d: int) -> dict:
-    """The segment reduction alone on a packed bf16 [65536, d] input with 1024 segments."""
+    """The segment reduction alone on a packed bf16 [65536, d] input with 1024 segments.
+
+    Errors are against a float64 reduction of the same bf16 values: ``rel_err`` is
+    ||out - ref|| / ||ref|| over all sums. Bandwidth counts the bytes the segments cover
+    (about half the tokens: the gaps between segments stand for suffixes and are not read);
+    the copy counts bytes read plus written. On CUDA the times are medians of
+    ``triton.testing.do_bench`` (device events), else means of 20 calls.
+    """
     from anglecurate.angles import range_unit_sums
 
     gen = torch.Generator().manual_seed(0)
@@ -244,34 +297,50 @@ def bench_kernel(device, d: int) -> dict:
     bounds = torch.cat([torch.tensor([0]), cuts, torch.tensor([65536])])
     starts, ends = bounds[:-1][0::2], bounds[1:][0::2]  # every other range: gaps like suffixes
     x = torch.randn(65536, d, generator=gen).to(device=device, dtype=torch.bfloat16)
-    ref, ref_sq = range_unit_sums(x.float(), starts, ends)
+    ref, ref_sq = range_unit_sums(x.double(), starts, ends)
+    covered = int((ends - starts).sum())
 
     def timed(fn) -> float:
-        fn()
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            import triton.testing
+
+            return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median") / 1e3
+        fn()
         t = time.perf_counter()
         for _ in range(20):
             fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
         return (time.perf_counter() - t) / 20
 
-    out = {
-        "tokens": 65536,
-        "d": d,
-        "segments": starts.numel(),
-        "reference_s": timed(lambda: range_unit_sums(x, starts, ends)),
-    }
+    def errors(sums, sq) -> dict:
+        return {
+            "rel_err": float((sums.double() - ref).norm() / ref.norm()),
+            "max_abs_err": float((sums.double() - ref).abs().max()),
+            "sq_max_abs_err": float((sq.double() - ref_sq).abs().max()),
+        }
+
+    out = {"tokens": 65536, "covered_tokens": covered, "d": d, "segments": starts.numel()}
+    out["reference_s"] = timed(lambda: range_unit_sums(x, starts, ends))
+    out["reference_err"] = errors(*range_unit_sums(x, starts, ends))
     out["copy_gb_per_s"] = 2 * x.numel() * 2 / timed(lambda: x.clone()) / 1e9  # read + write
     if device.type == "cuda":
         from anglecurate.kernel import SegmentPlan, segment_unit_sums_triton
 
         plan = SegmentPlan.build(starts, ends, device)
-        sums, sq = segment_unit_sums_triton(x, plan)
-        out["max_abs_err"] = float((sums - ref).abs().max())
+        out.update(errors(*segment_unit_sums_triton(x, plan)))
         out["kernel_s"] = timed(lambda: segment_unit_sums_triton(x, plan))
-        out["kernel_gb_per_s"] = x.numel() * 2 / out["kernel_s"] / 1e9  # one read of x
+        out["kernel_gb_per_s"] = covered * d * 2 / out["kernel_s"] / 1e9  # one read of the covered rows
+        # Device time alone (CUDA graph replays, no Python launch cost between calls).
+        import triton.testing
+
+        out["kernel_graph_s"] = (
+            triton.testing.do_bench_cudagraph(
+                lambda: segment_unit_sums_triton(x, plan), rep=100, return_mode="median"
+            )
+            / 1e3
+        )
+        out["kernel_graph_gb_per_s"] = covered * d * 2 / out["kernel_graph_s"] / 1e9
+        out["plan_build_s"] = timed(lambda: SegmentPlan.build(starts, ends, device))
+    out["reference_gb_per_s"] = covered * d * 2 / out["reference_s"] / 1e9
     return out
 
 

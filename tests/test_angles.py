@@ -13,6 +13,17 @@ from anglecurate.angles import angles_from_sums, naive_angles, range_unit_sums, 
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-5, torch.float64: 1e-10}
 PATHS = ["masks", "ranges", "triton"]
+# The kernel runs on the GPU where there is one, else in Triton's interpreter (conftest).
+KERNEL_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_kernel(x, starts, ends):
+    """The Triton kernel on KERNEL_DEVICE; results back on the CPU."""
+    from anglecurate.kernel import SegmentPlan, segment_unit_sums_triton
+
+    x = x.to(KERNEL_DEVICE)
+    sums, sq = segment_unit_sums_triton(x, SegmentPlan.build(starts, ends, KERNEL_DEVICE))
+    return sums.cpu(), sq.cpu()
 
 
 def reduce(path, hidden, masks):
@@ -30,9 +41,7 @@ def reduce(path, hidden, masks):
         if hidden.dtype == torch.float64:
             pytest.skip("the kernel takes bf16, fp16 and fp32")
         pytest.importorskip("triton")
-        from anglecurate.kernel import SegmentPlan, segment_unit_sums_triton
-
-        sums, sq = segment_unit_sums_triton(flat, SegmentPlan.build(starts, ends, flat.device))
+        sums, sq = run_kernel(flat, starts, ends)
     return sums.view(b, 2, d), sq.view(b, 2)
 
 
@@ -125,20 +134,20 @@ def _packed(lengths, d, dtype, seed):
 def test_kernel_matches_its_reference_on_long_ragged_packed_input(dtype):
     tol = 2e-5  # both accumulate in fp32 from the same rounded inputs
     pytest.importorskip("triton")
-    from anglecurate.kernel import CHUNK_T, SegmentPlan, segment_unit_sums_triton
+    from anglecurate.kernel import CHUNK_T
 
     # Segments of length 1, empty ones, ones just over a chunk, and one of many chunks;
     # an odd hidden size spanning several column tiles.
     lengths = [(1, 1, 0), (0, 3, 1), (CHUNK_T + 1, 1, 2), (5, 0, 0), (3, 4 * CHUNK_T + 7, 1), (2, 2, 9)]
     x, starts, ends = _packed(lengths, 300, dtype, seed=7)
-    sums, sq = segment_unit_sums_triton(x, SegmentPlan.build(starts, ends, x.device))
+    sums, sq = run_kernel(x, starts, ends)
     ref_sums, ref_sq = range_unit_sums(x, starts, ends)
     assert sums.dtype == torch.float32 and sums.shape == (12, 300)
     scale = (ends - starts).clamp_min(1).unsqueeze(-1).float()  # sums grow with length
     assert torch.allclose(sums / scale, ref_sums / scale, atol=tol, rtol=0)
     assert torch.allclose(sq, ref_sq, atol=tol * 10)
     assert sq.tolist() == pytest.approx((ends - starts).float().tolist(), abs=1e-3)
-    again, _ = segment_unit_sums_triton(x, SegmentPlan.build(starts, ends, x.device))
+    again, _ = run_kernel(x, starts, ends)
     assert torch.equal(again, sums)  # no atomics: bit-identical on every run
 
 

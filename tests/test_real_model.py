@@ -46,3 +46,25 @@ def test_smollm2_matches_naive_recomputation(tmp_path, source):
     # the R1 system prompt and 2+2 shot form one identical prefix for text rows
     if source == "json":
         assert ranked["n_prefix"].n_unique() == 1
+
+
+def test_smollm2_validate_on_verl_math_rows(tmp_path):
+    """validate with the real model: answers found in verl's struct, difficulty parsed from
+    "Level N", real gradients, and the report written from it."""
+    from anglecurate.report import write_report
+    from anglecurate.validate import ValidateConfig, run_validation
+
+    data = tmp_path / "math.parquet"
+    pl.read_parquet(shared_file("math_train.parquet")).head(24).write_parquet(data)
+    out = tmp_path / "out"
+    score(ScoreConfig(model="builtin:smollm2", data=str(data), out=str(out), layers="0,15,-1", dtype="fp32"))
+    report = run_validation(ValidateConfig(ranking=str(out), sample=10, bootstrap=100, permutations=100))
+    assert report["answer_field"] == "reward_model.ground_truth" and report["difficulty_field"] == "level"
+    frame = pl.read_parquet(out / "validate.parquet")
+    levels = pl.read_parquet(data).with_row_index("uid").select(pl.col("uid").cast(pl.Int64), "level")
+    joined = frame.join(levels, on="uid")
+    assert joined["difficulty"].to_list() == [float(v.split()[-1]) for v in joined["level"]]
+    assert frame.height == 10 and (frame["grad_norm"] > 0).all() and frame["loss"].is_finite().all()
+    assert {c["covariate"] for c in report["confounds"]} == {"n_question", "difficulty", "loss"}
+    html = write_report(out).html.read_text()
+    assert "validate_layers" in html

@@ -41,7 +41,7 @@ def test_gradient_identity_of_a_linear_layer(tiny_model_dir):
     loss.backward()
     x, g = seen["x"], seen["g"]  # [T, d_in], [T, d_out]
     identity = ((x @ x.T) * (g @ g.T)).sum()
-    assert float(up.weight.grad.square().sum()) == pytest.approx(float(identity), rel=1e-10)
+    assert float(up.weight.grad.square().sum()) == pytest.approx(float(identity.detach()), rel=1e-10)
 
 
 def test_answer_target_is_a_real_backward_pass(tiny_model_dir, tokenizer):
