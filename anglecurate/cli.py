@@ -86,10 +86,10 @@ def score(
     length_control: bool = typer.Option(False, "--length-control", help=LENGTH_HELP),
     nan_policy: NanPolicy = typer.Option(NanPolicy.last, help=NAN_HELP),
     ref_prefix: int = typer.Option(
-        None, help="gainrl-reference: P in tokens [default: each prompt's prefix]."
+        None, help="gainrl-reference: P in tokens (default: each prompt's prefix)."
     ),
     ref_suffix: int = typer.Option(
-        None, help="gainrl-reference: S in tokens [default: each prompt's suffix]."
+        None, help="gainrl-reference: S in tokens (default: each prompt's suffix)."
     ),
     dtype: DType = typer.Option(DType.auto, help="Compute dtype; auto = the checkpoint's."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
@@ -233,14 +233,14 @@ def merge_shards(
 @app.command()
 def rank(
     out: Path = typer.Argument(..., help="Output folder of `anglecurate score`."),
-    layer: int = typer.Option(None, help="Layer whose values rank rows [default: the current choice's]."),
-    w_intra: float = typer.Option(None, help="Weight of c_intra [default: the current choice's]."),
-    w_inter: float = typer.Option(None, help="Weight of c_inter [default: the current choice's]."),
-    metric: Metric = typer.Option(None, help=METRIC_HELP + " [default: the current choice's]"),
+    layer: int = typer.Option(None, help="Layer whose values rank rows (default: the current choice's)."),
+    w_intra: float = typer.Option(None, help="Weight of c_intra (default: the current choice's)."),
+    w_inter: float = typer.Option(None, help="Weight of c_inter (default: the current choice's)."),
+    metric: Metric = typer.Option(None, help=METRIC_HELP + " (default: the current choice's)"),
     length_control: bool = typer.Option(
-        None, "--length-control/--no-length-control", help=LENGTH_HELP + " [default: the current choice's]"
+        None, "--length-control/--no-length-control", help=LENGTH_HELP + " (default: the current choice's)"
     ),
-    nan_policy: NanPolicy = typer.Option(None, help=NAN_HELP + " [default: the current choice's]"),
+    nan_policy: NanPolicy = typer.Option(None, help=NAN_HELP + " (default: the current choice's)"),
     from_validate: bool = typer.Option(False, help="Take the choice `anglecurate validate` recommended."),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
@@ -260,9 +260,9 @@ def validate(
     seed: int = typer.Option(0, help="Seed of the sample, the halves, the bootstrap and the sampling."),
     answer_field: str = typer.Option(
         None,
-        help="Reference answers, struct fields dotted [default: answer, reward_model.ground_truth, ...].",
+        help="Reference answers, struct fields dotted (default: answer, reward_model.ground_truth, ...).",
     ),
-    difficulty_field: str = typer.Option(None, help="Difficulty column [default: difficulty or level]."),
+    difficulty_field: str = typer.Option(None, help="Difficulty column (default: difficulty or level)."),
     target: str = typer.Option("grad_norm", help="grad_norm, loss, grad_mlp_in or rl_grad_norm."),
     rl_samples: int = typer.Option(0, help="RL-style target: completions sampled per prompt (0: off)."),
     max_new_tokens: int = typer.Option(512, help="Longest sampled completion (RL-style target)."),
@@ -318,8 +318,8 @@ def validate(
 def report(
     ranking: Path = typer.Option(..., help="Output folder of `anglecurate score`."),
     by: list[str] = typer.Option([], help="Also plot the score against this column (repeatable)."),
-    out: Path = typer.Option(None, help="Report folder [default: RANKING/report]."),
-    sample: int = typer.Option(None, help="Most points drawn in a scatter plot [default: 20,000]."),
+    out: Path = typer.Option(None, help="Report folder (default: RANKING/report)."),
+    sample: int = typer.Option(None, help="Most points drawn in a scatter plot (default: 20,000)."),
 ) -> None:
     """Write a self-contained HTML report (and its figures as PNG) of a ranking."""
     from anglecurate.report import write_report
@@ -394,13 +394,13 @@ def schedule(
     step: float = typer.Option(None, help="Open loop: move the centre this many ranks per epoch."),
     assume_accuracy: float = typer.Option(None, help="Open loop: GAIN-RL update with this accuracy."),
     assume_angle: float = typer.Option(0.0, help="Open loop: angle term of that update."),
-    n: float = typer.Option(None, help="Update scale n [default: 500 x N/7500]."),
-    alpha: float = typer.Option(None, help="Update sharpness alpha [default: 2]."),
-    beta: float = typer.Option(None, help="Target accuracy beta [default: 0.5]."),
-    adj_min: float = typer.Option(None, help="Smallest move of the centre per epoch [default: 0]."),
-    adj_max: float = typer.Option(None, help="Largest move per epoch [default: 1000 x N/7500]."),
-    sigma: float = typer.Option(None, help="Width of the Gaussian over ranks [default: 1000 x N/7500]."),
-    mu0: float = typer.Option(None, help="Initial centre (rank) [default: 0]."),
+    n: float = typer.Option(None, help="Update scale n (default: 500 x N/7500)."),
+    alpha: float = typer.Option(None, help="Update sharpness alpha (default: 2)."),
+    beta: float = typer.Option(None, help="Target accuracy beta (default: 0.5)."),
+    adj_min: float = typer.Option(None, help="Smallest move of the centre per epoch (default: 0)."),
+    adj_max: float = typer.Option(None, help="Largest move per epoch (default: 1000 x N/7500)."),
+    sigma: float = typer.Option(None, help="Width of the Gaussian over ranks (default: 1000 x N/7500)."),
+    mu0: float = typer.Option(None, help="Initial centre (rank) (default: 0)."),
     shuffle: bool = typer.Option(False, help="Shuffle within an epoch instead of rank order."),
     overwrite: bool = typer.Option(False, help="Replace a schedule already in --out."),
 ) -> None:

@@ -113,13 +113,21 @@ def print_summary(console: Console, summary: dict) -> None:
 
 
 def print_validation(console: Console, report: dict) -> None:
-    """validate's findings, in the order a user should read them: proxies first, then the
-    correlations, then whether the best pick survived the hold-out half."""
+    """validate's findings, in the order a user should read them: the RL pass rate (a
+    target with no reward variance carries no signal), proxies, then the correlations,
+    then whether the best pick survived the hold-out half."""
     sample, target = report["sample"], report["primary_target"]
     console.print(
         f"[bold]validate[/]: {sample['n']} of {sample['of']:,} ranked rows (seed {sample['seed']}); "
         f"target {target}: {report['targets'][target]}"
     )
+    if "rl" in report:
+        rl = report["rl"]
+        console.print(
+            f"RL target: mean pass rate {rl['mean_pass_rate']:.3f} over {rl['samples']} samples per prompt; "
+            f"pass-rate groups {rl['pass_rate_histogram']}; {rl['zero_variance_groups']} of {sample['n']} "
+            "groups have equal rewards, so GRPO takes no step on them"
+        )
     proxies = Table(title="is the score a proxy? Spearman with", title_justify="left")
     covariates = list(dict.fromkeys(c["covariate"] for c in report["confounds"]))
     proxies.add_column("feature")
@@ -139,25 +147,20 @@ def print_validation(console: Console, report: dict) -> None:
     console.print(proxies)
 
     rows = report["correlations"]
-    top = sorted((r for r in rows if r["rho"] is not None), key=lambda r: -abs(r["rho"]))[:10]
-    top += [r for r in rows if r["feature"] == "score" and r not in top]
-    table = Table(
-        title=f"features against {target} (strongest 10, and the current score)", title_justify="left"
-    )
-    for col in ("feature", "rho [95% CI]", "partial rho", "p (family-wise)"):
+    # Strongest among features defined on most of the sample: a rho on a handful of rows
+    # (the authors' value is NaN on most short prompts) is noise, shown only with its n.
+    full = [r for r in rows if r["rho"] is not None and r["n"] >= sample["n"] / 2]
+    top = sorted(full, key=lambda r: -abs(r["rho"]))[:10]
+    top += [r for r in rows if r["feature"] in ("score", "gainrl_reference") and r not in top]
+    title = f"features against {target} (strongest 10, and the current score)"
+    table = Table(title=title, title_justify="left")
+    for col in ("feature", "rho [95% CI]", "partial rho", "p (family-wise)", "n"):
         table.add_column(col, justify="left" if col == "feature" else "right")
     for r in top:
-        table.add_row(r["feature"], _interval(r), _fmt(r["partial_rho"]), _fmt(r["p_fwer"]))
+        table.add_row(r["feature"], _interval(r), _fmt(r["partial_rho"]), _fmt(r["p_fwer"]), str(r["n"]))
     table.caption = f"partial rho controls for {', '.join(rows[0]['controls'])}" if rows else None
     console.print(table)
 
-    if "rl" in report:
-        rl = report["rl"]
-        console.print(
-            f"RL target: mean pass rate {rl['mean_pass_rate']:.3f} over {rl['samples']} samples per prompt; "
-            f"pass-rate groups {rl['pass_rate_histogram']}; {rl['zero_variance_groups']} of {sample['n']} "
-            "groups have equal rewards, so GRPO takes no step on them"
-        )
     split = report["split"]
     verdict = "[bold green]holds[/]" if split["holds"] else "[bold yellow]does not hold[/]"
     console.print(f"choose / hold-out: {verdict}. {report['why']}")

@@ -85,13 +85,23 @@ def correlations(
     n_boot: int,
     n_perm: int,
 ) -> list[dict]:
-    """One row per feature: rho, interval, p, family-wise p, partial rho given ``controls``."""
+    """One row per feature: rho, interval, p, family-wise p, partial rho given ``controls``.
+
+    The family of the max-statistic test is the features defined on every example the
+    target is (all layer-wise ones, in practice): one mostly-NaN feature, such as the
+    authors' value on short prompts, would otherwise shrink the test to the few rows where
+    it is defined. Features outside the family get ``p_fwer`` null.
+    """
     names = list(features)
-    matrix = np.stack([features[k] for k in names]) if names else np.empty((0, len(target)))
-    p_fwer = stats.max_stat_pvalues(matrix, target, n_permutations=n_perm, seed=seed)
+    defined = np.isfinite(target)
+    family = [k for k in names if np.isfinite(features[k][defined]).all()]
+    matrix = np.stack([features[k] for k in family]) if family else np.empty((0, len(target)))
+    p_family = dict(
+        zip(family, stats.max_stat_pvalues(matrix, target, n_permutations=n_perm, seed=seed), strict=True)
+    )
     covariates = np.stack(list(controls.values()), axis=1) if controls else np.empty((len(target), 0))
     rows = []
-    for k, name in enumerate(names):
+    for name in names:
         x = features[name]
         rho, p, n = stats.spearman(x, target)
         lo, hi = stats.spearman_ci(x, target, n_resamples=n_boot, seed=seed)
@@ -107,7 +117,7 @@ def correlations(
                 "ci_low": _f(lo),
                 "ci_high": _f(hi),
                 "p": _f(p),
-                "p_fwer": _f(p_fwer[k]),
+                "p_fwer": _f(p_family.get(name, math.nan)),
                 "partial_rho": _f(partial),
                 "partial_p": _f(partial_p),
                 "controls": list(controls),

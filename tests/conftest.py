@@ -33,6 +33,17 @@ def shared_file(name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def math_json(tmp_path_factory) -> Path:
+    """The first 40 MATH problems (JSON array: problem, answer, difficulty, type)."""
+    import json
+
+    rows = json.loads(shared_file("math_train.json").read_text())[:40]
+    path = tmp_path_factory.mktemp("data") / "math.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+@pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     """SmolLM2's tokenizer, read from the packaged GGUF once and saved as tokenizer.json."""
     from transformers import AutoTokenizer

@@ -18,17 +18,8 @@ from anglecurate.ranking import RankChoice
 from anglecurate.stats import isotonic_residuals
 from anglecurate.store import OutputDir
 
-from .conftest import shared_file
 from .helpers import batch1_mlp_inputs, read_ranked, run_cli
 from .test_reference import naive
-
-
-@pytest.fixture(scope="module")
-def math_json(tmp_path_factory):
-    rows = json.loads(shared_file("math_train.json").read_text())[:40]
-    path = tmp_path_factory.mktemp("data") / "math.json"
-    path.write_text(json.dumps(rows))
-    return path
 
 
 def _cfg(model, data, out, **kw) -> ScoreConfig:
@@ -138,8 +129,16 @@ def test_rank_is_atomic_when_killed_mid_swap(copy, monkeypatch):
     assert not (copy / ".anglecurate").exists()
 
 
-def test_gainrl_reference_matches_the_authors_formula(tiny_model_dir, math_json, tmp_path, capsys):
-    cfg = _cfg(tiny_model_dir, math_json, tmp_path / "ref", metric="gainrl-reference", max_batch_tokens=4096)
+@pytest.mark.parametrize("packing", ["off", "on"])
+def test_gainrl_reference_matches_the_authors_formula(tiny_model_dir, math_json, tmp_path, capsys, packing):
+    cfg = _cfg(
+        tiny_model_dir,
+        math_json,
+        tmp_path / "ref",
+        metric="gainrl-reference",
+        max_batch_tokens=4096,
+        packing=packing,
+    )
     score(cfg)
     ranked = read_ranked(tmp_path / "ref")
     got = dict(zip(ranked["uid"], ranked["gainrl_reference"], strict=True))

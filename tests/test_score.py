@@ -17,14 +17,6 @@ from .helpers import assert_matches_naive, killed_after, naive_layer_angles, rea
 
 
 @pytest.fixture(scope="module")
-def math_json(tmp_path_factory):
-    rows = json.loads(shared_file("math_train.json").read_text())[:40]
-    path = tmp_path_factory.mktemp("data") / "math.json"
-    path.write_text(json.dumps(rows))
-    return path
-
-
-@pytest.fixture(scope="module")
 def verl_parquet(tmp_path_factory):
     frame = pl.read_parquet(shared_file("math_train.parquet")).head(30)
     path = tmp_path_factory.mktemp("data") / "verl.parquet"
