@@ -73,17 +73,31 @@ def test_crash_during_ranking_then_rerun_finishes(tiny_model_dir, tmp_path, monk
         chunk_rows=16,
         shard_rows=20,
     )
-    original = OutputDir.finish
 
-    def crash(self, manifest):
-        raise KeyboardInterrupt  # after ranked/ was replaced, before the manifest landed
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(OutputDir, "finish", crash)
+    # Killed while the ranking is staged, before its COMMIT marker: the chunks are kept,
+    # no manifest, no ranked/; the rerun ranks again.
+    monkeypatch.setattr(OutputDir, "commit", crash)
     with pytest.raises(KeyboardInterrupt):
         score(cfg)
-    monkeypatch.setattr(OutputDir, "finish", original)
-    assert (tmp_path / "o" / "ranked").is_dir() and not (tmp_path / "o" / "manifest.json").exists()
+    monkeypatch.undo()
+    assert not (tmp_path / "o" / "ranked").exists() and not (tmp_path / "o" / "manifest.json").exists()
     result = score(cfg)
     assert result.status == "complete" and result.chunks_resumed == 4
+    first = read_ranked(tmp_path / "o")
+
+    # Killed after the COMMIT marker, mid-swap: the next reader completes the swap.
+    cfg.overwrite = True
+    monkeypatch.setattr(OutputDir, "_apply", crash)
+    with pytest.raises(KeyboardInterrupt):
+        score(cfg)
+    monkeypatch.undo()
+    assert (tmp_path / "o" / ".anglecurate" / "finalize" / "COMMIT").exists()
+    cfg.overwrite = False
+    result = score(cfg)
+    assert result.status == "already complete" and not (tmp_path / "o" / ".anglecurate").exists()
     ranked = read_ranked(tmp_path / "o")
+    assert ranked.equals(first)
     assert ranked.height == 50 and ranked["rank"].to_list() == list(range(50))
