@@ -60,7 +60,7 @@ def read_ranking_ends(out: Path, n: int) -> tuple[dict, pl.DataFrame, pl.DataFra
     if not parts:
         return manifest, pl.DataFrame(), pl.DataFrame()
     field = manifest["run"]["dataset"]["field"]
-    columns = ["rank", "uid", "score", "c_intra", "c_inter", "n_question", field]
+    columns = ["rank", "uid", "score", "score_length_controlled", "c_intra", "c_inter", "n_question", field]
     lazy = pl.scan_parquet(parts).select(columns)
     return manifest, lazy.head(n).collect(), lazy.tail(n).collect()
 
@@ -68,17 +68,21 @@ def read_ranking_ends(out: Path, n: int) -> tuple[dict, pl.DataFrame, pl.DataFra
 def print_ranking_ends(console: Console, out: Path, n: int) -> None:
     manifest, top, bottom = read_ranking_ends(out, n)
     field = manifest["run"]["dataset"]["field"]
-    choice = RankChoice.from_dict(manifest["ranking"]).describe()
+    choice = RankChoice.from_dict(manifest["ranking"])
+    # With length control the rank follows the residual: show it beside the raw score.
+    extra = ["score_lc"] if choice.length_control else []
     for title, frame in ((f"top {n}", top), (f"bottom {n}", bottom)):
-        table = Table(title=f"{title}: {choice}", title_justify="left")
-        for col in ("rank", "uid", "score", "c_intra", "c_inter", "n_q"):
+        table = Table(title=f"{title}: {choice.describe()}", title_justify="left")
+        for col in ("rank", "uid", "score", *extra, "c_intra", "c_inter", "n_q"):
             table.add_column(col, no_wrap=True)
         table.add_column("question", ratio=1, min_width=30)
         for row in frame.iter_rows(named=True):
+            lc = [_fmt(row["score_length_controlled"])] if extra else []
             table.add_row(
                 str(row["rank"]),
                 str(row["uid"]),
                 _fmt(row["score"]),
+                *lc,
                 _fmt(row["c_intra"]),
                 _fmt(row["c_inter"]),
                 str(row["n_question"]),

@@ -84,30 +84,34 @@ def resolve_layer(index: int, num_layers: int, option: str) -> int:
     return index % num_layers
 
 
-def key_columns(choice: RankChoice) -> list[str]:
-    """Stored columns :func:`rank_keys` reads (besides the row index)."""
-    cols = ["n_question", "c_intra_layers", "c_inter_layers"]
-    return cols + (["gainrl_reference"] if choice.metric == "gainrl-reference" else [])
+def key_columns(choice: RankChoice, layers: list[int]) -> list[pl.Expr]:
+    """What :func:`rank_keys` reads of each stored row (besides the row index): the question
+    length and the ranking layer's two values only, so the keys of a large dataset stay a
+    few scalars per row however many layers were scored."""
+    pos = layers.index(choice.layer)
+    cols = [
+        pl.col("n_question"),
+        pl.col("c_intra_layers").list.get(pos).cast(pl.Float64).alias("c_intra"),
+        pl.col("c_inter_layers").list.get(pos).cast(pl.Float64).alias("c_inter"),
+    ]
+    return cols + ([pl.col("gainrl_reference")] if choice.metric == "gainrl-reference" else [])
 
 
-def rank_keys(keys: pl.DataFrame, choice: RankChoice, layers: list[int]) -> tuple[pl.DataFrame, dict]:
+def rank_keys(keys: pl.DataFrame, choice: RankChoice) -> tuple[pl.DataFrame, dict]:
     """Rank rows by ``choice``.
 
     Args:
-        keys: one row per scored input row: ``_row`` (int64), ``n_question``,
-            ``c_intra_layers`` / ``c_inter_layers`` (list[float32], one per ``layers``
-            entry) and, for the authors' metric, ``gainrl_reference`` (float64).
-        choice: a resolved :class:`RankChoice` (``layer`` in ``layers``).
-        layers: the scored layers, in the lists' order.
+        keys: one row per scored input row, as :func:`key_columns` selects: ``_row``
+            (int64), ``n_question``, ``c_intra`` / ``c_inter`` (float64, the ranking
+            layer's) and, for the authors' metric, ``gainrl_reference`` (float64).
+        choice: a resolved :class:`RankChoice`.
 
     Returns:
         (frame, info). frame: ``_row`` plus :data:`RANK_COLUMNS`, sorted by ``_row``; rank
         is null for rows dropped by ``nan_policy="drop"``. info: NaN count, dropped count
         and the length fit, for the manifest.
     """
-    pos = layers.index(choice.layer)
-    c_intra = _layer_values(keys, "c_intra_layers", pos)
-    c_inter = _layer_values(keys, "c_inter_layers", pos)
+    c_intra, c_inter = floats(keys["c_intra"]), floats(keys["c_inter"])
     if choice.metric == "gainrl-reference":
         score = floats(keys["gainrl_reference"])
     else:
@@ -147,11 +151,6 @@ def rank_keys(keys: pl.DataFrame, choice: RankChoice, layers: list[int]) -> tupl
         "length_fit": {k: fit[k] for k in ("direction", "r2", "n")},
     }
     return ordered.select(ROW, *RANK_COLUMNS).sort(ROW), info
-
-
-def _layer_values(keys: pl.DataFrame, column: str, pos: int) -> np.ndarray:
-    """[rows] float64 values of one layer from a list column (NaN where missing)."""
-    return floats(keys[column].list.get(pos))
 
 
 def floats(series: pl.Series) -> np.ndarray:

@@ -15,7 +15,7 @@ Layout of ``OUT``::
 Every file is written to a temporary name and renamed into place, so a run killed at any
 moment leaves only whole files; a rerun skips the chunks that exist. The global sort never
 holds the dataset in memory: the ranking is computed from per-row keys alone (row index,
-question length, per-layer values), then each input file's rows are routed to the bucket of
+question length, the ranking layer's two values), then each input file's rows are routed to the bucket of
 the output part they belong to, and each part is sorted from its bucket. Peak memory is one
 input file plus one part plus the keys. A re-rank (`anglecurate rank`) reads the ranked
 parts the same way and swaps the new ranking in atomically (see :meth:`OutputDir.commit`).
@@ -247,8 +247,8 @@ class OutputDir:
         lazy = pl.concat([_as_chunk(pl.scan_parquet(f), from_chunks) for f in files], how="diagonal_relaxed")
         status = lazy.group_by(STATUS).len().collect()
         counts = dict(zip(status[STATUS].to_list(), status["len"].to_list(), strict=True))
-        keys = lazy.filter(pl.col(STATUS) == SCORED).select(ROW, *key_columns(choice)).collect()
-        ranks, info = rank_keys(keys, choice, layers)
+        keys = lazy.filter(pl.col(STATUS) == SCORED).select(ROW, *key_columns(choice, layers)).collect()
+        ranks, info = rank_keys(keys, choice)
         shutil.rmtree(stage, ignore_errors=True)
         buckets = stage / "buckets"
         for n, path in enumerate(files):

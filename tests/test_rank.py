@@ -216,3 +216,6 @@ def test_rank_cli_and_errors(copy, tmp_path, monkeypatch, capsys):
     assert code == 0 and _manifest(copy)["ranking"].items() >= rec.items()
     ranked = read_ranked(copy)
     assert (ranked["score"] + ranked["c_inter"]).abs().max() < 1e-12  # ascending c_inter at layer 1
+    code, _, _ = run_cli(monkeypatch, capsys, "rank", copy, "--length-control")
+    code, out, _ = run_cli(monkeypatch, capsys, "show", copy, "-n", "2")
+    assert code == 0 and "score_lc" in out and "length-controlled" in out
