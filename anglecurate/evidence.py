@@ -47,6 +47,12 @@ def _f(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def rank_correlation(x: np.ndarray, y: np.ndarray) -> dict:
+    """Spearman ``rho``, ``p`` and ``n``, JSON-safe."""
+    rho, p, n = stats.spearman(x, y)
+    return {"rho": _f(rho), "p": _f(p), "n": n}
+
+
 def _describe(name: str) -> tuple[int | None, str]:
     match = FEATURE.match(name)
     if match:

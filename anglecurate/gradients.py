@@ -104,8 +104,10 @@ def gradient_norms(
     projection gradient norm (parameters shared by tied embeddings count once)."""
     lm.zero_grad(set_to_none=True)
     loss.backward()
-    params = {id(p): p for p in lm.parameters() if p.grad is not None}
-    total = math.sqrt(sum(float(p.grad.double().square().sum()) for p in params.values()))
+    # parameters() yields a tied embedding / LM head weight once.
+    total = math.sqrt(
+        sum(float(p.grad.double().square().sum()) for p in lm.parameters() if p.grad is not None)
+    )
     per_layer = [
         math.sqrt(
             sum(float(m.weight.grad.double().square().sum()) for m in mods if m.weight.grad is not None)

@@ -99,9 +99,9 @@ def rerank(folder: str | Path, choice: RankChoice) -> ScoreResult:
             f"{out.root} was scored without the authors' value; rescore with "
             "`anglecurate score ... --metric gainrl-reference` (it needs every token's hidden state)"
         )
-    if choice.metric == "gainrl-reference" and choice.layer not in (None, run["reference"]["layer"]):
-        raise UserError(f"the authors' value was computed at layer {run['reference']['layer']} only")
     choice = choice.resolved(run["layers"], run["model"]["num_layers"], "--layer")
+    if choice.metric == "gainrl-reference" and choice.layer != run["reference"]["layer"]:
+        raise UserError(f"the authors' value was computed at layer {run['reference']['layer']} only")
     files = parts + ([out.root / UNDEFINED] if (out.root / UNDEFINED).exists() else [])
     if not files:
         raise UserError(f"ranking {out.root} has no scored rows to rank")

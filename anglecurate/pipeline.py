@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -49,6 +48,7 @@ from anglecurate.prompt import (
     PromptRenderer,
     build_conversation,
     load_prompt_config,
+    read_chat_template,
 )
 from anglecurate.ranking import RankChoice
 from anglecurate.reference import ReferenceSpec
@@ -94,7 +94,7 @@ def plan(cfg: ScoreConfig) -> _Plan:
             "rename or drop them (or pass --id-field uid to use 'uid' as the id)"
         )
     prompt_config = load_prompt_config(cfg.prompt_config)
-    template = _read_template(cfg.chat_template)
+    template = read_chat_template(cfg.chat_template)
     source = resolve_source(cfg.model)
     model_config = load_config(source, cfg.trust_remote_code)
     num_layers = model_config.num_hidden_layers
@@ -159,15 +159,6 @@ def plan(cfg: ScoreConfig) -> _Plan:
         batch_tokens=batch_budget(cfg.max_batch_tokens, device.type),
         shard=cfg.shard,
     )
-
-
-def _read_template(path: str | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read --chat-template {path}: {exc}") from exc
 
 
 def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResult:

@@ -55,6 +55,21 @@ class PromptConfig:
     def to_dict(self) -> dict:
         return {"name": self.name, "system": self.system, "shots": [list(s) for s in self.shots]}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> PromptConfig:
+        """The inverse of :meth:`to_dict` (a manifest's ``run.prompt``)."""
+        return cls(data["name"], data["system"], tuple(tuple(s) for s in data["shots"]))
+
+
+def read_chat_template(path: str | None) -> str | None:
+    """A ``--chat-template`` file's text (None: the tokenizer's own template)."""
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read --chat-template {path}: {exc}") from exc
+
 
 def load_prompt_config(spec: str) -> PromptConfig:
     """``default`` (the paper's R1 prompt), ``none`` (no system, no shots) or a TOML path.

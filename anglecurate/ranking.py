@@ -120,7 +120,7 @@ def rank_keys(keys: pl.DataFrame, choice: RankChoice) -> tuple[pl.DataFrame, dic
             score = score + choice.w_intra * c_intra
         if choice.w_inter:
             score = score + choice.w_inter * c_inter
-    from anglecurate.stats import isotonic_residuals
+    from anglecurate.stats import isotonic_residuals  # scipy: loaded only when ranking
 
     residual, fit = isotonic_residuals(score, keys["n_question"].to_numpy().astype(np.float64))
     by = residual if choice.length_control else score
@@ -138,12 +138,9 @@ def rank_keys(keys: pl.DataFrame, choice: RankChoice) -> tuple[pl.DataFrame, dic
     ordered = frame.sort(
         ["_key", ROW], descending=[True, False], nulls_last=choice.nan_policy != "first", maintain_order=True
     )
-    if choice.nan_policy == "drop":
-        ranks = (
-            pl.when(pl.col("_key").is_null()).then(None).otherwise(pl.col("_key").is_not_null().cum_sum() - 1)
-        )
-    else:
-        ranks = pl.int_range(pl.len())
+    ranks = pl.int_range(pl.len())
+    if choice.nan_policy == "drop":  # NaN keys sort last, so the others keep ranks 0..k-1
+        ranks = pl.when(pl.col("_key").is_null()).then(None).otherwise(ranks)
     ordered = ordered.with_columns(ranks.cast(pl.Int64).alias("rank"))
     info = {
         "undefined_score": undefined,

@@ -89,7 +89,6 @@ class RankingSummary:
     skipped: dict[str, int]
     truncated: int
     length_fit: dict
-    from_chunks: bool
 
 
 class OutputDir:
@@ -291,7 +290,6 @@ class OutputDir:
             skipped={k: v for k, v in counts.items() if k != SCORED},
             truncated=int(truncated or 0),
             length_fit=info["length_fit"],
-            from_chunks=from_chunks,
         )
 
     def commit(self, stage: Path, manifest: dict, replaces_skipped: bool) -> None:

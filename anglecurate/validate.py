@@ -141,7 +141,7 @@ def _measure(cfg: ValidateConfig, out: OutputDir, run: dict, rows: pl.DataFrame,
         resolve_dtype,
         resolve_source,
     )
-    from anglecurate.prompt import PromptConfig, PromptRenderer, build_conversation
+    from anglecurate.prompt import PromptConfig, PromptRenderer, build_conversation, read_chat_template
     from anglecurate.segments import Segmenter, SkipReason, truncate
 
     source = resolve_source(run["model"]["path"])
@@ -151,15 +151,12 @@ def _measure(cfg: ValidateConfig, out: OutputDir, run: dict, rows: pl.DataFrame,
             f"the model at {source.path} is not the one that scored {out.root}; validate needs that model"
         )
     tokenizer = load_tokenizer(source)
-    template = Path(cfg.chat_template).read_text() if cfg.chat_template else None
-    renderer = PromptRenderer(tokenizer, template)
+    renderer = PromptRenderer(tokenizer, read_chat_template(cfg.chat_template))
     if renderer.template_hash != run["tokenizer"]["chat_template_hash"]:
         raise UserError(
             f"{out.root} was scored with another chat template; pass the same one with --chat-template"
         )
-    prompt = PromptConfig(
-        run["prompt"]["name"], run["prompt"]["system"], tuple(map(tuple, run["prompt"]["shots"]))
-    )
+    prompt = PromptConfig.from_dict(run["prompt"])
     segmenter = Segmenter(tokenizer)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, config, device)
@@ -271,8 +268,8 @@ def _analyse(cfg: ValidateConfig, frame: pl.DataFrame, rows: pl.DataFrame, run: 
     inter = np.array(rows["c_inter_layers"].to_list(), dtype=np.float64)
     w_intra, w_inter = (choice.w_intra, choice.w_inter) if choice.metric == "angles" else (1.0, 1.0)
     features = {
-        "score": rows["score"].to_numpy().astype(np.float64),
-        "score_length_controlled": rows["score_length_controlled"].to_numpy().astype(np.float64),
+        "score": floats(rows["score"]),
+        "score_length_controlled": floats(rows["score_length_controlled"]),
     }
     if rows["gainrl_reference"].null_count() < rows.height:
         features["gainrl_reference"] = floats(rows["gainrl_reference"])
@@ -298,7 +295,7 @@ def _analyse(cfg: ValidateConfig, frame: pl.DataFrame, rows: pl.DataFrame, run: 
     split = evidence.split_check(features, target, choose, seed, n_boot)
     recommendation, why = evidence.recommend(split, w_intra, w_inter, cfg.target)
     target_confounds = [
-        {"target": name, "covariate": cov, **_rho(values, z)}
+        {"target": name, "covariate": cov, **evidence.rank_correlation(values, z)}
         for name, values in targets.items()
         for cov, z in covariates.items()
         if name != cov
@@ -309,7 +306,7 @@ def _analyse(cfg: ValidateConfig, frame: pl.DataFrame, rows: pl.DataFrame, run: 
         {
             "layer": layer,
             "feature": f"combined@{layer}",
-            **_rho(features[f"combined@{layer}"], grad_mlp[:, k]),
+            **evidence.rank_correlation(features[f"combined@{layer}"], grad_mlp[:, k]),
         }
         for k, layer in enumerate(layers)
     ]
@@ -341,14 +338,3 @@ def _analyse(cfg: ValidateConfig, frame: pl.DataFrame, rows: pl.DataFrame, run: 
             "zero_variance_groups": int(frame["zero_variance"].sum()),
         }
     return report
-
-
-def _rho(x: np.ndarray, z: np.ndarray) -> dict:
-    from anglecurate.stats import spearman
-
-    rho, p, n = spearman(x, z)
-    return {
-        "rho": None if not np.isfinite(rho) else float(rho),
-        "p": None if not np.isfinite(p) else float(p),
-        "n": n,
-    }
