@@ -10,15 +10,15 @@ import polars as pl
 import pytest
 import torch
 
-from anglecurate.angles import naive_angles
-from anglecurate.config import ScoreConfig
-from anglecurate.model import load_model
-from anglecurate.pipeline import plan, prepare_rows
+from anglecurate.model.load import load_model
+from anglecurate.score.angles.unit_sums import naive_angles
+from anglecurate.score.config import ScoreConfig
+from anglecurate.score.pipeline import plan, prepare_rows
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """Run `anglecurate ARGS` in this process; returns (exit code, stdout, stderr)."""
-    from anglecurate.cli import main
+    from anglecurate.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["anglecurate", *map(str, args)])
     code = 0
@@ -80,7 +80,7 @@ def assert_matches_naive(ranked: pl.DataFrame, naive: dict, tol: float) -> None:
 def killed_after(writes: int):
     """Make the run raise KeyboardInterrupt (a kill between chunks) once ``writes`` chunk
     files are written; yields the list of chunk indices written."""
-    from anglecurate.store import OutputDir
+    from anglecurate.score.store import OutputDir
 
     original = OutputDir.write_chunk
     written: list[int] = []

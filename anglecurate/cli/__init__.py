@@ -1,0 +1,3 @@
+from anglecurate.cli.app import app, main
+
+__all__ = ["app", "main"]

@@ -121,10 +121,10 @@ def score(
 ) -> None:
     """Score every prompt of a dataset and write a ranked copy of it, plus a manifest."""
 
-    from anglecurate.config import ScoreConfig
-    from anglecurate.pipeline import score as run_score
     from anglecurate.progress import ScoreProgress
-    from anglecurate.shard import launcher_shard, parse_shard
+    from anglecurate.scale.shard import launcher_shard, parse_shard
+    from anglecurate.score.config import ScoreConfig
+    from anglecurate.score.pipeline import score as run_score
 
     if devices is not None:
         if shard is not None or engine is Engine.ray:
@@ -174,7 +174,7 @@ def score(
     try:
         with ScoreProgress(enabled=show and sys.stderr.isatty()) as progress:
             if engine is Engine.ray:
-                from anglecurate.cluster import score_on_ray
+                from anglecurate.scale.cluster import score_on_ray
 
                 result = score_on_ray(cfg, num_workers, ray_address, progress)
             else:
@@ -188,7 +188,7 @@ def score(
 def _report(result, quiet: bool, json_out: bool) -> None:
     from rich.console import Console
 
-    from anglecurate.display import print_summary
+    from anglecurate.cli.display import print_summary
 
     if result.status == "shard complete":
         missing = result.extra["missing_shards"]
@@ -206,8 +206,8 @@ def _report(result, quiet: bool, json_out: bool) -> None:
 
 
 def _score_on_devices(devices: str, out: Path, quiet: bool, json_out: bool) -> None:
-    from anglecurate.launch import parse_devices, run_shards
-    from anglecurate.merge import merge
+    from anglecurate.scale.launch import parse_devices, run_shards
+    from anglecurate.score.merge import merge
 
     failed = [r for r in run_shards(sys.argv[1:], parse_devices(devices)) if r[1] != 0]
     if failed:
@@ -225,7 +225,7 @@ def merge_shards(
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
     """Build the global ranking and manifest of a sharded run once every shard finished."""
-    from anglecurate.merge import merge
+    from anglecurate.score.merge import merge
 
     _report(merge(out), False, json_out)
 
@@ -245,7 +245,7 @@ def rank(
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
     """Rank a scored folder again from its stored per-layer values, in seconds, without the model."""
-    from anglecurate.merge import choose, rerank
+    from anglecurate.score.merge import choose, rerank
 
     given = {"metric": metric and metric.value, "layer": layer, "w_intra": w_intra, "w_inter": w_inter}
     given |= {"length_control": length_control, "nan_policy": nan_policy and nan_policy.value}
@@ -280,9 +280,9 @@ def validate(
     """Measure real gradients on a sample and show whether the ranking signal holds."""
     from rich.console import Console
 
-    from anglecurate.display import print_validation
+    from anglecurate.cli.display import print_validation
+    from anglecurate.evidence.validate import ValidateConfig, run_validation
     from anglecurate.progress import ScoreProgress
-    from anglecurate.validate import ValidateConfig, run_validation
 
     cfg = ValidateConfig(
         ranking=str(ranking),
@@ -322,7 +322,7 @@ def report(
     sample: int = typer.Option(None, help="Most points drawn in a scatter plot (default: 20,000)."),
 ) -> None:
     """Write a self-contained HTML report (and its figures as PNG) of a ranking."""
-    from anglecurate.report import write_report
+    from anglecurate.report.write import write_report
 
     result = write_report(ranking, out, by, sample)
     print(f"wrote {result.html} and {len(result.figures)} figures", file=sys.stderr)
@@ -341,9 +341,9 @@ def inspect(
     """Show one prompt's tokens coloured by segment: prefix, question, suffix."""
     from rich.console import Console
 
-    from anglecurate.config import ScoreConfig
-    from anglecurate.display import print_inspect
-    from anglecurate.pipeline import inspect_row
+    from anglecurate.cli.display import print_inspect
+    from anglecurate.score.config import ScoreConfig
+    from anglecurate.score.pipeline import inspect_row
 
     cfg = ScoreConfig(
         model=model,
@@ -366,7 +366,7 @@ def show(
     """Print the top and bottom of a ranking."""
     from rich.console import Console
 
-    from anglecurate.display import print_ranking_ends
+    from anglecurate.cli.display import print_ranking_ends
 
     print_ranking_ends(Console(), out, n)
 
@@ -407,7 +407,7 @@ def schedule(
     """Draw epochs from a ranking into a schedule folder, with trainer exports."""
     if ctx.invoked_subcommand is not None:
         return
-    from anglecurate.schedule import ScheduleConfig, create_schedule
+    from anglecurate.schedule.epochs import ScheduleConfig, create_schedule
 
     if ranking is None or out is None or per_epoch is None:
         raise UserError("anglecurate schedule needs --ranking, --out and --per-epoch")
@@ -443,7 +443,7 @@ def schedule_update(
     reward_max: float = typer.Option(1.0, help="Reward that means 'right' (normalised to 1)."),
 ) -> None:
     """Apply one epoch's training feedback and append the next epoch."""
-    from anglecurate.schedule import update_schedule
+    from anglecurate.schedule.epochs import update_schedule
 
     new, info = update_schedule(schedule_dir, feedback, reward_min, reward_max)
     print(

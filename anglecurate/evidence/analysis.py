@@ -1,7 +1,7 @@
 """The evidence `validate` reports: which stored features predict a training target, and
 whether the best of them survives the protections against a lucky pick.
 
-Pure computation on per-example arrays (anglecurate.stats does the statistics):
+Pure computation on per-example arrays (anglecurate.evidence.stats does the statistics):
 
 1. confounds first: every feature's Spearman with question length, difficulty and loss,
    so a user sees when the score is a proxy for one of them;
@@ -23,7 +23,7 @@ import re
 
 import numpy as np
 
-from anglecurate import stats
+from anglecurate.evidence import stats
 
 FEATURE = re.compile(r"^(c_intra|c_inter|combined)@(\d+)$")
 COMPONENT = {"c_intra": "intra", "c_inter": "inter", "combined": "combined"}

@@ -14,7 +14,7 @@ For one example, one real backward pass of the same model that scored it:
 Why the MLP input projection: for a linear layer y_i = W x_i with output gradients g_i,
 dL/dW = sum_i g_i x_i^T, so ||dL/dW||_F^2 = sum_{i,j} <x_i, x_j> <g_i, g_j>: the Gram
 matrix of the inputs, whose normalised form is the cosine matrix the angles summarise,
-weights the gradient's size (the paper's argument; tested in tests/test_gradients.py).
+weights the gradient's size (the paper's argument; tested in tests/evidence/test_validate.py).
 """
 
 from __future__ import annotations

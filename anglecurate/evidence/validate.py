@@ -1,8 +1,8 @@
 """`anglecurate validate`: does the ranking signal hold for this model and these data?
 
     ranking  -> a seeded sample, one row per stratum of the ranking, split into two halves
-    model    -> real backward passes of the model that scored them (anglecurate.gradients)
-    evidence -> confounds, correlations, family-wise p, choose/hold-out (anglecurate.evidence)
+    model    -> real backward passes of the model that scored them (anglecurate.evidence.gradients)
+    evidence -> confounds, correlations, family-wise p, choose/hold-out (anglecurate.evidence.analysis)
     output   -> OUT/validate.json (every number and the recommendation), OUT/validate.parquet
 
 Examples finished so far are appended to a cache in ``OUT/.anglecurate-validate/`` keyed by
@@ -23,12 +23,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from anglecurate import evidence
 from anglecurate.errors import UserError
+from anglecurate.evidence import analysis
+from anglecurate.evidence.stats import split_halves, stratified_sample
 from anglecurate.progress import ScoreProgress
-from anglecurate.ranking import RankChoice, floats
-from anglecurate.stats import split_halves, stratified_sample
-from anglecurate.store import OutputDir, atomic_write_json, atomic_write_parquet
+from anglecurate.score.ranking import RankChoice, floats
+from anglecurate.score.store import OutputDir, atomic_write_json, atomic_write_parquet
 
 ANSWER_FIELDS = ("answer", "solution", "reward_model.ground_truth", "extra_info.answer")
 DIFFICULTY_FIELDS = ("difficulty", "level")
@@ -131,8 +131,8 @@ def _column(name: str) -> pl.Expr:
 
 def _measure(cfg: ValidateConfig, out: OutputDir, run: dict, rows: pl.DataFrame, progress) -> list[dict]:
     """One backward pass per sampled row (two with the RL target), resumable."""
-    from anglecurate import gradients
-    from anglecurate.model import (
+    from anglecurate.evidence import gradients
+    from anglecurate.model.load import (
         config_hash,
         load_config,
         load_model,
@@ -141,8 +141,8 @@ def _measure(cfg: ValidateConfig, out: OutputDir, run: dict, rows: pl.DataFrame,
         resolve_dtype,
         resolve_source,
     )
-    from anglecurate.prompt import PromptConfig, PromptRenderer, build_conversation, read_chat_template
-    from anglecurate.segments import Segmenter, SkipReason, truncate
+    from anglecurate.score.prompt import PromptConfig, PromptRenderer, build_conversation, read_chat_template
+    from anglecurate.score.segments import Segmenter, SkipReason, truncate
 
     source = resolve_source(run["model"]["path"])
     config = load_config(source)
@@ -273,7 +273,7 @@ def _analyse(cfg: ValidateConfig, frame: pl.DataFrame, rows: pl.DataFrame, run: 
     }
     if rows["gainrl_reference"].null_count() < rows.height:
         features["gainrl_reference"] = floats(rows["gainrl_reference"])
-    features |= evidence.layer_features(intra, inter, layers, w_intra, w_inter)
+    features |= analysis.layer_features(intra, inter, layers, w_intra, w_inter)
     grad_mlp = np.array(frame["grad_mlp_in_layers"].to_list(), dtype=np.float64)
     targets = {
         "grad_norm": frame["grad_norm"].to_numpy(),
@@ -292,10 +292,10 @@ def _analyse(cfg: ValidateConfig, frame: pl.DataFrame, rows: pl.DataFrame, run: 
     controls = {k: v for k, v in covariates.items() if not (k == "loss" and cfg.target == "loss")}
     seed, n_boot = cfg.seed, cfg.bootstrap
     choose = (frame["half"] == "choose").to_numpy()
-    split = evidence.split_check(features, target, choose, seed, n_boot)
-    recommendation, why = evidence.recommend(split, w_intra, w_inter, cfg.target)
+    split = analysis.split_check(features, target, choose, seed, n_boot)
+    recommendation, why = analysis.recommend(split, w_intra, w_inter, cfg.target)
     target_confounds = [
-        {"target": name, "covariate": cov, **evidence.rank_correlation(values, z)}
+        {"target": name, "covariate": cov, **analysis.rank_correlation(values, z)}
         for name, values in targets.items()
         for cov, z in covariates.items()
         if name != cov
@@ -306,17 +306,17 @@ def _analyse(cfg: ValidateConfig, frame: pl.DataFrame, rows: pl.DataFrame, run: 
         {
             "layer": layer,
             "feature": f"combined@{layer}",
-            **evidence.rank_correlation(features[f"combined@{layer}"], grad_mlp[:, k]),
+            **analysis.rank_correlation(features[f"combined@{layer}"], grad_mlp[:, k]),
         }
         for k, layer in enumerate(layers)
     ]
-    found = evidence.correlations(features, target, cfg.target, controls, seed, n_boot, cfg.permutations)
+    found = analysis.correlations(features, target, cfg.target, controls, seed, n_boot, cfg.permutations)
     report = {
         "primary_target": cfg.target,
         "targets": {k: TARGETS[k] for k in targets},
         "sample": {"n": frame.height, "seed": cfg.seed, "of": int(manifest["counts"]["scored"])},
         "target_confounds": target_confounds,
-        "confounds": evidence.confounds(features, covariates, seed, n_boot),
+        "confounds": analysis.confounds(features, covariates, seed, n_boot),
         "correlations": found,
         "layerwise_mlp_in": layerwise,
         "split": split,

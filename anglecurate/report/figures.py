@@ -1,5 +1,5 @@
 """The report's figures: each drawing function makes one PNG from arrays that
-:mod:`anglecurate.report` read (and :mod:`anglecurate.summaries` reduced) and returns its
+:mod:`anglecurate.report.write` read (and :mod:`anglecurate.report.summaries` reduced) and returns its
 path. matplotlib is imported inside :func:`pyplot` (Agg backend), so importing anglecurate
 never pulls it in."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from anglecurate import summaries
 from anglecurate.errors import UserError
-from anglecurate.stats import spearman
+from anglecurate.evidence.stats import spearman
+from anglecurate.report import summaries
 
 TOP, BOTTOM, ALL = "#1b7837", "#c2410c", "#333333"  # top decile, bottom decile, all rows
 COMPONENT_COLORS = {"intra": "#2166ac", "inter": "#b2182b", "combined": "#5e3c99"}

@@ -1,6 +1,6 @@
 """The report's HTML page: one self-contained document with a summary of the ranking, a section
 per figure (each embedded as a data URI, with its title and caption), the top and bottom
-prompts, and the validation tables when ``anglecurate validate`` ran. :mod:`anglecurate.report`
+prompts, and the validation tables when ``anglecurate validate`` ran. :mod:`anglecurate.report.write`
 gathers what it shows; nothing here reads the ranking.
 """
 

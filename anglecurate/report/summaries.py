@@ -1,7 +1,7 @@
 """What the report's figures summarise, reduced from the ranking's columns: the per-layer mean
 and spread of c_intra and c_inter over all rows and the top and bottom deciles
 (:func:`layer_stats`, accumulated one part at a time), and the score grouped by the values of a
-categorical column (:func:`categories`). :mod:`anglecurate.figures` draws them."""
+categorical column (:func:`categories`). :mod:`anglecurate.report.figures` draws them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from anglecurate.errors import UserError
-from anglecurate.ranking import floats  # noqa: F401 (re-exported for the report)
+from anglecurate.score.ranking import floats  # noqa: F401 (re-exported for the report)
 
 MAX_CATEGORIES = 24  # boxes drawn in a by-column figure; rarer values fold into "(other)"
 CATEGORICAL_INT_MAX = 20  # an integer column with at most this many values is a category

@@ -3,10 +3,10 @@ across depth, whether it tracks question length or another column, and (when ``a
 validate`` ran) whether it tracks the training signal.
 
 ``write_report(OUT)`` writes ``OUT/report/report.html`` with every figure embedded as a data
-URI, and the figures as PNG files beside it (drawn by :mod:`anglecurate.figures`, the page
-laid out by :mod:`anglecurate.page`). Parquet is scanned lazily and only the needed columns
+URI, and the figures as PNG files beside it (drawn by :mod:`anglecurate.report.figures`, the page
+laid out by :mod:`anglecurate.report.page`). Parquet is scanned lazily and only the needed columns
 are read; the per-layer curves are accumulated one part at a time
-(:mod:`anglecurate.summaries`). Distributions, deciles and correlations use every row;
+(:mod:`anglecurate.report.summaries`). Distributions, deciles and correlations use every row;
 scatter plots show a seeded sample of at most ``sample`` points (20,000 by default).
 """
 
@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from anglecurate import figures as fig
 from anglecurate.errors import UserError
-from anglecurate.page import CAPTIONS, ENDS, primary_target, render
-from anglecurate.stats import spearman
-from anglecurate.summaries import MAX_CATEGORIES, floats, is_categorical, layer_stats
+from anglecurate.evidence.stats import spearman
+from anglecurate.report import figures as fig
+from anglecurate.report.page import CAPTIONS, ENDS, primary_target, render
+from anglecurate.report.summaries import MAX_CATEGORIES, floats, is_categorical, layer_stats
 
 DEFAULT_SAMPLE = 20_000
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import time
 
-from anglecurate.config import ScoreConfig
 from anglecurate.errors import UserError
-from anglecurate.merge import ScoreResult, complete, run_timing
 from anglecurate.progress import ScoreProgress
-from anglecurate.store import OutputDir
+from anglecurate.score.config import ScoreConfig
+from anglecurate.score.merge import ScoreResult, complete, run_timing
+from anglecurate.score.store import OutputDir
 
 
 class ChunkScorer:
@@ -29,9 +29,9 @@ class ChunkScorer:
     def __init__(self, cfg: ScoreConfig):
         from contextlib import ExitStack
 
-        from anglecurate.capture import angle_capture
-        from anglecurate.model import load_model
-        from anglecurate.pipeline import plan
+        from anglecurate.model.load import load_model
+        from anglecurate.score.capture import angle_capture
+        from anglecurate.score.pipeline import plan
 
         self.cfg = cfg
         self.p = p = plan(cfg)
@@ -43,7 +43,7 @@ class ChunkScorer:
         self.out = OutputDir(cfg.out)
 
     def __call__(self, batch: dict) -> dict:
-        from anglecurate.pipeline import score_chunk
+        from anglecurate.score.pipeline import score_chunk
 
         rows, scored_rows, tokens = [], [], []
         n_chunks = -(-self.p.dataset.num_rows // self.cfg.chunk_rows)
@@ -69,7 +69,7 @@ def score_on_ray(
     except ImportError:
         raise UserError("--engine ray needs Ray: pip install 'anglecurate[ray]'") from None
     from anglecurate.manifest import device_info
-    from anglecurate.pipeline import open_run, start_run
+    from anglecurate.score.pipeline import open_run, start_run
 
     if num_workers < 1:
         raise UserError("--num-workers must be at least 1")

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from anglecurate.errors import UserError
-from anglecurate.sampler import GaussianSampler, SamplerParams
-from anglecurate.schedule import load_schedule, open_loop_move
+from anglecurate.schedule.epochs import load_schedule, open_loop_move
+from anglecurate.schedule.sampler import GaussianSampler, SamplerParams
 
 log = logging.getLogger("anglecurate")
 

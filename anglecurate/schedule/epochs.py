@@ -7,7 +7,7 @@ A schedule folder ``S`` holds::
                          from (so a changed ranking is refused), open-loop settings, exports
     S/gainrl_indices.pt  torch.save of a 1-D int64 tensor: input row indices in descending
                          score order, the file the GAIN-RL authors' training scripts load
-    S/rows.parquet ...   trainer exports (``anglecurate.export``)
+    S/rows.parquet ...   trainer exports (``anglecurate.schedule.export``)
 
 Open loop: ``create_schedule`` draws every epoch now. Between epochs the centre moves by a
 fixed ``step`` (default: (N - 1) / (epochs - 1), so the window walks the whole ranking from
@@ -29,9 +29,9 @@ from pathlib import Path
 import polars as pl
 
 from anglecurate.errors import UserError
-from anglecurate.ranking import RankChoice
-from anglecurate.sampler import GaussianSampler, SamplerParams
-from anglecurate.store import OutputDir, atomic_write_json, atomic_write_parquet
+from anglecurate.schedule.sampler import GaussianSampler, SamplerParams
+from anglecurate.score.ranking import RankChoice
+from anglecurate.score.store import OutputDir, atomic_write_json, atomic_write_parquet
 
 SCHEDULE_FILE = "schedule.parquet"
 STATE_FILE = "state.json"
@@ -177,7 +177,7 @@ def create_schedule(cfg: ScheduleConfig) -> tuple[pl.DataFrame, SamplerParams]:
 
 
 def _write(folder: Path, schedule: pl.DataFrame, state: dict, ranking: Ranking) -> None:
-    from anglecurate.export import write_exports
+    from anglecurate.schedule.export import write_exports
 
     # Exports first, state last: a crash in between leaves the previous state, and the
     # next update rewrites every export from it.
@@ -213,7 +213,7 @@ def read_feedback(
     schedule's last epoch, so feedback for another dataset or epoch is refused) and
     ``angle``; a per-epoch file has one row with ``accuracy`` (already in [0, 1]).
     """
-    from anglecurate.dataset import open_dataset
+    from anglecurate.score.dataset import open_dataset
 
     if not reward_max > reward_min:
         raise UserError(f"--reward-max ({reward_max}) must exceed --reward-min ({reward_min})")

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import polars as pl
 
-from anglecurate.prompt import PromptConfig, build_conversation
-from anglecurate.store import SCORE_COLUMNS, OutputDir, atomic_write_parquet
+from anglecurate.score.prompt import PromptConfig, build_conversation
+from anglecurate.score.store import SCORE_COLUMNS, OutputDir, atomic_write_parquet
 
 ROWS_FILE = "rows.parquet"
 TRL_FILE = "trl.parquet"

@@ -29,8 +29,8 @@ try:
 except ImportError as exc:  # an optional extra: say which
     raise ImportError("anglecurate.trl needs TRL: pip install 'anglecurate[trl]'") from exc
 
-from anglecurate.curriculum import Curriculum
 from anglecurate.errors import UserError
+from anglecurate.schedule.curriculum import Curriculum
 
 STATE_FILE = "anglecurate_curriculum.json"
 

@@ -27,8 +27,8 @@ except ImportError as exc:  # verl 0.8 removed data.sampler; before 0.5 it did n
         "anglecurate.verl needs verl 0.5 to 0.7 (the versions with data.sampler.class_path)"
     ) from exc
 
-from anglecurate.curriculum import Curriculum
 from anglecurate.errors import UserError
+from anglecurate.schedule.curriculum import Curriculum
 
 
 class GainRLSampler(AbstractCurriculumSampler):

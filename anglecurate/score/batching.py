@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from anglecurate.capture import Batch
-from anglecurate.segments import Segmented
+from anglecurate.score.capture import Batch
+from anglecurate.score.segments import Segmented
 
 
 def plan_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:

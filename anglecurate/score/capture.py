@@ -1,7 +1,7 @@
 """Angle capture: forward hooks on the MLP inputs of the scored layers.
 
 Each hook reduces its layer's MLP input to per-segment sums the moment it is produced (one
-fused reduction, see :mod:`anglecurate.angles`), so nothing of shape [tokens, d] outlives
+fused reduction, see :mod:`anglecurate.score.angles.unit_sums`), so nothing of shape [tokens, d] outlives
 its layer. The hook on the deepest scored layer then stops the forward: the layers above it,
 the final norm and the LM head never run. Hooks live in a context manager that always
 removes them, whatever happens inside.
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from anglecurate.angles import angles_from_sums, kernel_backend, reduce_segments
-from anglecurate.model import LoadedModel
-from anglecurate.reference import ReferenceSpec, gainrl_reference_values
+from anglecurate.model.load import LoadedModel
+from anglecurate.score.angles.unit_sums import angles_from_sums, kernel_backend, reduce_segments
+from anglecurate.score.gainrl_reference import ReferenceSpec, gainrl_reference_values
 
 
 class _StopForward(Exception):
@@ -64,7 +64,7 @@ class DeviceSegments:
     @classmethod
     def for_batch(cls, batch: Batch, device: torch.device) -> DeviceSegments:
         if kernel_backend(device) == "triton":
-            from anglecurate.kernel import SegmentPlan
+            from anglecurate.score.angles.kernel import SegmentPlan
 
             return cls(batch.starts, batch.ends, plan=SegmentPlan.build(batch.starts, batch.ends, device))
         masks = batch.segment_masks.to(device, non_blocking=True) if batch.segment_masks is not None else None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anglecurate.errors import UserError
-from anglecurate.ranking import RankChoice, resolve_layer
-from anglecurate.shard import Shard
+from anglecurate.scale.shard import Shard
+from anglecurate.score.ranking import RankChoice, resolve_layer
 
 # Attention kernels transformers can run packed batches with: sdpa and eager with a
 # block-diagonal mask, flex_attention with document masks, flash-attention padding-free.

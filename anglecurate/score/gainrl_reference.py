@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from anglecurate.angles import NORM_EPS
+from anglecurate.score.angles.unit_sums import NORM_EPS
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,16 @@ import polars as pl
 
 from anglecurate.errors import UserError
 from anglecurate.manifest import build_manifest, same_run
-from anglecurate.ranking import RankChoice
-from anglecurate.shard import Shard
-from anglecurate.store import SCORE_COLUMNS, SKIPPED, UNDEFINED, MergeInProgress, OutputDir, RankingSummary
+from anglecurate.scale.shard import Shard
+from anglecurate.score.ranking import RankChoice
+from anglecurate.score.store import (
+    SCORE_COLUMNS,
+    SKIPPED,
+    UNDEFINED,
+    MergeInProgress,
+    OutputDir,
+    RankingSummary,
+)
 
 
 @dataclass

@@ -1,11 +1,11 @@
 """`anglecurate score`, stage by stage.
 
-    dataset  -> rows in chunks             (anglecurate.dataset)
-    prompt   -> chat text + question span  (anglecurate.prompt)
-    segments -> token ids + segment spans  (anglecurate.segments)
-    batching -> padded length buckets      (anglecurate.batching)
-    capture  -> per-layer c_intra, c_inter (anglecurate.capture, anglecurate.angles)
-    store    -> chunk files, global ranking, manifest (anglecurate.store)
+    dataset  -> rows in chunks             (anglecurate.score.dataset)
+    prompt   -> chat text + question span  (anglecurate.score.prompt)
+    segments -> token ids + segment spans  (anglecurate.score.segments)
+    batching -> padded length buckets      (anglecurate.score.batching)
+    capture  -> per-layer c_intra, c_inter (anglecurate.score.capture, anglecurate.score.angles.unit_sums)
+    store    -> chunk files, global ranking, manifest (anglecurate.score.store)
 
 Options, the data file and its columns, the model config, the tokenizer and the output
 folder are all checked before the weights load, and nothing in ``OUT`` is touched before
@@ -22,15 +22,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from anglecurate.batching import collate, collate_packed, plan_batches, plan_packed
 from anglecurate.builtin import resolve_data
-from anglecurate.capture import AngleCapture, angle_capture
-from anglecurate.config import ScoreConfig, batch_budget, parse_layers
-from anglecurate.dataset import Dataset, open_dataset, prompt_kind
 from anglecurate.errors import UserError
 from anglecurate.manifest import device_info, same_run
-from anglecurate.merge import ScoreResult, complete, rerank, run_timing
-from anglecurate.model import (
+from anglecurate.model.load import (
     DTYPE_NAMES,
     ModelSource,
     config_hash,
@@ -42,7 +37,14 @@ from anglecurate.model import (
     resolve_source,
 )
 from anglecurate.progress import ScoreProgress
-from anglecurate.prompt import (
+from anglecurate.scale.shard import Shard
+from anglecurate.score.batching import collate, collate_packed, plan_batches, plan_packed
+from anglecurate.score.capture import AngleCapture, angle_capture
+from anglecurate.score.config import ScoreConfig, batch_budget, parse_layers
+from anglecurate.score.dataset import Dataset, open_dataset, prompt_kind
+from anglecurate.score.gainrl_reference import ReferenceSpec
+from anglecurate.score.merge import ScoreResult, complete, rerank, run_timing
+from anglecurate.score.prompt import (
     InvalidRow,
     PromptConfig,
     PromptRenderer,
@@ -50,11 +52,9 @@ from anglecurate.prompt import (
     load_prompt_config,
     read_chat_template,
 )
-from anglecurate.ranking import RankChoice
-from anglecurate.reference import ReferenceSpec
-from anglecurate.segments import Segmented, Segmenter, SkipReason, truncate
-from anglecurate.shard import Shard
-from anglecurate.store import RESERVED_COLUMNS, ROW, SCORED, STATUS, OutputDir
+from anglecurate.score.ranking import RankChoice
+from anglecurate.score.segments import Segmented, Segmenter, SkipReason, truncate
+from anglecurate.score.store import RESERVED_COLUMNS, ROW, SCORED, STATUS, OutputDir
 
 
 @dataclass
@@ -343,7 +343,7 @@ def _score_chunk(
         lengths[r] = (s.n_tokens, s.n_prefix, s.n_question)
     progress.advance(n - len(segmented))
 
-    # The score, rank and rank-layer columns are the ranking stage's (anglecurate.ranking).
+    # The score, rank and rank-layer columns are the ranking stage's (anglecurate.score.ranking).
     uid = frame[cfg.id_field].alias("uid") if cfg.id_field else pl.Series("uid", uids, pl.Int64)
     new = [
         uid,

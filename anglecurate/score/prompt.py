@@ -80,7 +80,7 @@ def load_prompt_config(spec: str) -> PromptConfig:
     if spec == "none":
         return PromptConfig(name="none")
     if spec == "default":
-        text = resources.files("anglecurate").joinpath("prompts/r1.toml").read_text()
+        text = resources.files("anglecurate.score").joinpath("prompts/r1.toml").read_text()
         return _parse_prompt_toml(text, name="default")
     path = Path(spec)
     if not path.is_file():

@@ -6,7 +6,7 @@ runs at the end of `score` and again, without the model, in `anglecurate rank`. 
 path serves both, so `rank` with the choice `score` made reproduces `score` exactly.
 
     angles:            score = w_intra * c_intra[layer] + w_inter * c_inter[layer]
-    gainrl-reference:  score = the authors' per-prompt value (anglecurate.reference)
+    gainrl-reference:  score = the authors' per-prompt value (anglecurate.score.gainrl_reference)
 
 A zero weight drops its term, so a NaN there cannot poison the score. With length control
 the rank follows the score's residual after a monotone (isotonic) fit on question length:
@@ -120,7 +120,7 @@ def rank_keys(keys: pl.DataFrame, choice: RankChoice) -> tuple[pl.DataFrame, dic
             score = score + choice.w_intra * c_intra
         if choice.w_inter:
             score = score + choice.w_inter * c_inter
-    from anglecurate.stats import isotonic_residuals  # scipy: loaded only when ranking
+    from anglecurate.evidence.stats import isotonic_residuals  # scipy: loaded only when ranking
 
     residual, fit = isotonic_residuals(score, keys["n_question"].to_numpy().astype(np.float64))
     by = residual if choice.length_control else score

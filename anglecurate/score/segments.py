@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from anglecurate.errors import UserError
-from anglecurate.prompt import RenderedPrompt
+from anglecurate.score.prompt import RenderedPrompt
 
 
 class SkipReason(StrEnum):

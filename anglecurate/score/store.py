@@ -34,7 +34,7 @@ from pathlib import Path
 import polars as pl
 
 from anglecurate.errors import UserError
-from anglecurate.ranking import RANK_COLUMNS, ROW, RankChoice, key_columns, rank_keys
+from anglecurate.score.ranking import RANK_COLUMNS, ROW, RankChoice, key_columns, rank_keys
 
 # Columns every ranked row carries before the dataset's own columns, in this order.
 SCORE_COLUMNS = (

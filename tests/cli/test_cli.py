@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from .helpers import run_cli
+from ..helpers import run_cli
 
 
 @pytest.fixture

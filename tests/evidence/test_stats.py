@@ -1,4 +1,4 @@
-"""Tests for anglecurate.stats: checked against scipy and closed forms on fixed inputs."""
+"""Tests for anglecurate.evidence.stats: checked against scipy and closed forms on fixed inputs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from anglecurate import stats as st
+from anglecurate.evidence import stats as st
 
 
 def _correlated(n: int, rho: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,11 +9,11 @@ import polars as pl
 import pytest
 import torch
 
-from anglecurate import evidence, gradients
-from anglecurate.model import load_config, load_model, resolve_source
-from anglecurate.validate import ValidateConfig, run_validation
+from anglecurate.evidence import analysis, gradients
+from anglecurate.evidence.validate import ValidateConfig, run_validation
+from anglecurate.model.load import load_config, load_model, resolve_source
 
-from .helpers import run_cli
+from ..helpers import run_cli
 
 
 def _lm(model_dir, dtype=torch.float32):
@@ -78,7 +78,7 @@ def test_boxed_reward():
     assert gradients.boxed_reward(r"The answer is $\boxed{ \dfrac{1}{2} }$", r"\frac{1}{2}") == 1.0
     assert gradients.boxed_reward(r"\boxed{3}", r"The answer: \boxed{3}") == 1.0
     assert gradients.boxed_reward(r"\boxed{4}", "3") == 0.0 and gradients.boxed_reward("3", "3") == 0.0
-    assert gradients.load_reward("tests.test_validate:odd_length")("abc", "") == 1.0
+    assert gradients.load_reward("tests.evidence.test_validate:odd_length")("abc", "") == 1.0
 
 
 def odd_length(completion: str, answer: str) -> float:
@@ -92,16 +92,16 @@ def test_split_recommends_only_what_holds():
     target = rng.normal(size=n)
     intra, inter = rng.normal(size=(n, 3)), rng.normal(size=(n, 3))
     inter[:, 2] = -target + 0.8 * rng.normal(size=n)  # lower c_inter at layer 2: larger target
-    features = evidence.layer_features(intra, inter, layers, 1.0, 1.0)
+    features = analysis.layer_features(intra, inter, layers, 1.0, 1.0)
     choose = np.arange(n) % 2 == 0
-    split = evidence.split_check(features, target, choose, 0, 300)
+    split = analysis.split_check(features, target, choose, 0, 300)
     assert split["chosen_feature"] == "c_inter@2" and split["sign"] == -1.0 and split["holds"]
     assert split["hold_out_rho"] > 0.5 and split["hold_out_ci"][0] > 0
-    choice, why = evidence.recommend(split, 1.0, 1.0, "grad_norm")
+    choice, why = analysis.recommend(split, 1.0, 1.0, "grad_norm")
     assert choice == {"metric": "angles", "layer": 2, "w_intra": 0.0, "w_inter": -1.0} and "holds" in why
-    noise = evidence.layer_features(rng.normal(size=(n, 3)), rng.normal(size=(n, 3)), layers, 1.0, 1.0)
-    split = evidence.split_check(noise, target, choose, 0, 300)
-    choice, why = evidence.recommend(split, 1.0, 1.0, "grad_norm")
+    noise = analysis.layer_features(rng.normal(size=(n, 3)), rng.normal(size=(n, 3)), layers, 1.0, 1.0)
+    split = analysis.split_check(noise, target, choose, 0, 300)
+    choice, why = analysis.recommend(split, 1.0, 1.0, "grad_norm")
     assert choice is None and not split["holds"] and "includes 0" in why
 
 
@@ -156,7 +156,7 @@ def test_rl_target_reports_zero_variance_groups(ranking):
         sample=8,
         rl_samples=3,
         max_new_tokens=3,
-        reward="tests.test_validate:odd_length",
+        reward="tests.evidence.test_validate:odd_length",
         target="rl_grad_norm",
         bootstrap=50,
         permutations=50,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anglecurate.config import parse_layers
 from anglecurate.errors import UserError
-from anglecurate.model import load_config, load_model, resolve_dtype, resolve_source
-from anglecurate.ranking import RankChoice
+from anglecurate.model.load import load_config, load_model, resolve_dtype, resolve_source
+from anglecurate.score.config import parse_layers
+from anglecurate.score.ranking import RankChoice
 
-from .conftest import build_tiny_model
+from ..conftest import build_tiny_model
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
@@ -25,7 +25,7 @@ def test_layers_and_mlps_found_by_structure(tmp_path, family):
 
 
 def test_stop_early_skips_the_layers_above(tmp_path):
-    from anglecurate.capture import Batch, angle_capture
+    from anglecurate.score.capture import Batch, angle_capture
 
     path = build_tiny_model("llama", 300, tmp_path / "m")
     source = resolve_source(str(path))

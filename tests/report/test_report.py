@@ -21,11 +21,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from anglecurate import figures, summaries
 from anglecurate.errors import UserError
-from anglecurate.page import EXCERPT, prompt_text
-from anglecurate.report import write_report
-from anglecurate.stats import spearman
+from anglecurate.evidence.stats import spearman
+from anglecurate.report import figures, summaries
+from anglecurate.report.page import EXCERPT, prompt_text
+from anglecurate.report.write import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SYSTEM_SENTINEL = "SYSTEM-SENTINEL please reason step by step"
@@ -546,6 +546,8 @@ def test_category_order_is_natural():
 
 
 def test_importing_the_report_stays_light():
-    code = "import sys, anglecurate.report, anglecurate.figures; print('matplotlib' in sys.modules)"
+    code = (
+        "import sys, anglecurate.report.write, anglecurate.report.figures; print('matplotlib' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -11,14 +11,14 @@ import sys
 import polars as pl
 import pytest
 
-from anglecurate.config import ScoreConfig
 from anglecurate.errors import UserError
-from anglecurate.merge import merge
-from anglecurate.pipeline import score
-from anglecurate.shard import Shard, launcher_shard, parse_shard
-from anglecurate.store import OutputDir
+from anglecurate.scale.shard import Shard, launcher_shard, parse_shard
+from anglecurate.score.config import ScoreConfig
+from anglecurate.score.merge import merge
+from anglecurate.score.pipeline import score
+from anglecurate.score.store import OutputDir
 
-from .helpers import killed_after, read_ranked, run_cli
+from ..helpers import killed_after, read_ranked, run_cli
 
 N_ROWS = 45
 
@@ -157,7 +157,7 @@ def test_ray_engine_resumes_a_killed_run_and_equals_the_single_run(
     tiny_model_dir, questions, single, tmp_path, monkeypatch
 ):
     ray = pytest.importorskip("ray")
-    from anglecurate.cluster import score_on_ray
+    from anglecurate.scale.cluster import score_on_ray
 
     out = tmp_path / "out"
     with killed_after(2), pytest.raises(KeyboardInterrupt):

@@ -8,10 +8,10 @@ import math
 import polars as pl
 import pytest
 
-from anglecurate.curriculum import Curriculum
 from anglecurate.errors import UserError
-from anglecurate.sampler import GaussianSampler, SamplerParams
-from anglecurate.schedule import ScheduleConfig, create_schedule
+from anglecurate.schedule.curriculum import Curriculum
+from anglecurate.schedule.epochs import ScheduleConfig, create_schedule
+from anglecurate.schedule.sampler import GaussianSampler, SamplerParams
 
 SAMPLER = {"sigma": 4.0, "n": 12.0, "adj_max": 100.0}
 
@@ -24,7 +24,7 @@ def schedule(ranking, tmp_path):
 
 
 def ranked_uids(schedule_dir) -> list[str]:
-    from anglecurate.schedule import load_schedule
+    from anglecurate.schedule.epochs import load_schedule
 
     return load_schedule(schedule_dir)[1].uids.to_list()
 

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
-from anglecurate.prompt import build_conversation, load_prompt_config
-from anglecurate.schedule import ScheduleConfig, create_schedule, update_schedule
+from anglecurate.schedule.epochs import ScheduleConfig, create_schedule, update_schedule
+from anglecurate.score.prompt import build_conversation, load_prompt_config
 
-from .helpers import read_ranked, run_cli
+from ..helpers import read_ranked, run_cli
 
 
 @pytest.fixture
@@ -86,8 +86,8 @@ def test_openrlhf_reads_a_stage_with_its_own_dataset_code(exported, tokenizer):
 
 def test_message_prompts_are_kept_as_they_are(tiny_model_dir, tmp_path):
     """verl's layout already has a ``prompt`` column; exports must not touch it."""
-    from anglecurate.config import ScoreConfig
-    from anglecurate.pipeline import score
+    from anglecurate.score.config import ScoreConfig
+    from anglecurate.score.pipeline import score
 
     rows = [
         {

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from anglecurate.errors import UserError
-from anglecurate.sampler import GaussianSampler, SamplerParams
+from anglecurate.schedule.sampler import GaussianSampler, SamplerParams
 
 
 def test_epochs_are_distinct_sorted_and_centred_on_mu():

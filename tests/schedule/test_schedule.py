@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from anglecurate.errors import UserError
-from anglecurate.schedule import ScheduleConfig, create_schedule, update_schedule
+from anglecurate.schedule.epochs import ScheduleConfig, create_schedule, update_schedule
 
-from .helpers import read_ranked, run_cli
+from ..helpers import read_ranked, run_cli
 
 
 def test_open_loop_walks_the_ranking(ranking, tmp_path):

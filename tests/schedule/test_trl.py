@@ -13,9 +13,9 @@ from datasets import load_dataset  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from anglecurate.curriculum import Curriculum  # noqa: E402
-from anglecurate.sampler import GaussianSampler, SamplerParams  # noqa: E402
-from anglecurate.schedule import ScheduleConfig, create_schedule  # noqa: E402
+from anglecurate.schedule.curriculum import Curriculum  # noqa: E402
+from anglecurate.schedule.epochs import ScheduleConfig, create_schedule  # noqa: E402
+from anglecurate.schedule.sampler import GaussianSampler, SamplerParams  # noqa: E402
 from anglecurate.trl import GainRLGRPOTrainer, track  # noqa: E402
 
 SAMPLER = {"sigma": 4.0, "n": 12.0, "adj_max": 100.0}
@@ -125,10 +125,10 @@ def test_smollm2_trains_on_the_schedule_of_its_own_ranking(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from anglecurate.builtin import resolve_builtin_model
-    from anglecurate.config import ScoreConfig
-    from anglecurate.pipeline import score
+    from anglecurate.score.config import ScoreConfig
+    from anglecurate.score.pipeline import score
 
-    from .conftest import shared_file
+    from ..conftest import shared_file
 
     data = tmp_path / "math.parquet"
     pl.read_parquet(shared_file("math_train.parquet")).head(8).write_parquet(data)

@@ -17,8 +17,8 @@ from verl.trainer.main_ppo import create_rl_sampler  # noqa: E402
 from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn  # noqa: E402
 
 from anglecurate.errors import UserError  # noqa: E402
-from anglecurate.sampler import GaussianSampler, SamplerParams  # noqa: E402
-from anglecurate.schedule import ScheduleConfig, create_schedule  # noqa: E402
+from anglecurate.schedule.epochs import ScheduleConfig, create_schedule  # noqa: E402
+from anglecurate.schedule.sampler import GaussianSampler, SamplerParams  # noqa: E402
 
 SAMPLER = {"sigma": 6.0, "n": 12.0, "adj_max": 100.0}
 BATCH = 4

@@ -9,7 +9,12 @@ import math
 import pytest
 import torch
 
-from anglecurate.angles import angles_from_sums, naive_angles, range_unit_sums, segment_unit_sums
+from anglecurate.score.angles.unit_sums import (
+    angles_from_sums,
+    naive_angles,
+    range_unit_sums,
+    segment_unit_sums,
+)
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-5, torch.float64: 1e-10}
 PATHS = ["masks", "ranges", "triton"]
@@ -19,7 +24,7 @@ KERNEL_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 def run_kernel(x, starts, ends):
     """The Triton kernel on KERNEL_DEVICE; results back on the CPU."""
-    from anglecurate.kernel import SegmentPlan, segment_unit_sums_triton
+    from anglecurate.score.angles.kernel import SegmentPlan, segment_unit_sums_triton
 
     x = x.to(KERNEL_DEVICE)
     sums, sq = segment_unit_sums_triton(x, SegmentPlan.build(starts, ends, KERNEL_DEVICE))
@@ -134,7 +139,7 @@ def _packed(lengths, d, dtype, seed):
 def test_kernel_matches_its_reference_on_long_ragged_packed_input(dtype):
     tol = 2e-5  # both accumulate in fp32 from the same rounded inputs
     pytest.importorskip("triton")
-    from anglecurate.kernel import CHUNK_T
+    from anglecurate.score.angles.kernel import CHUNK_T
 
     # Segments of length 1, empty ones, ones just over a chunk, and one of many chunks;
     # an odd hidden size spanning several column tiles.
@@ -152,7 +157,7 @@ def test_kernel_matches_its_reference_on_long_ragged_packed_input(dtype):
 
 
 def test_kernel_backend_dispatch(monkeypatch):
-    from anglecurate.angles import kernel_backend
+    from anglecurate.score.angles.unit_sums import kernel_backend
 
     monkeypatch.delenv("ANGLECURATE_KERNEL", raising=False)
     assert kernel_backend(torch.device("cpu")) == "torch"

@@ -8,10 +8,10 @@ import json
 import polars as pl
 import pytest
 
-from anglecurate.dataset import open_dataset, prompt_kind
 from anglecurate.errors import UserError
+from anglecurate.score.dataset import open_dataset, prompt_kind
 
-from .conftest import shared_file
+from ..conftest import shared_file
 
 ROWS = [{"q": f"question {i}", "n": i} for i in range(10)]
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from anglecurate.reference import gainrl_reference_score
+from anglecurate.score.gainrl_reference import gainrl_reference_score
 
 
 def naive(hidden: torch.Tensor, prefix: int, suffix: int) -> float:

@@ -10,12 +10,12 @@ import time
 import polars as pl
 import pytest
 
-from anglecurate.config import ScoreConfig
-from anglecurate.pipeline import score
-from anglecurate.store import OutputDir
+from anglecurate.score.config import ScoreConfig
+from anglecurate.score.pipeline import score
+from anglecurate.score.store import OutputDir
 
-from .conftest import shared_file
-from .helpers import read_ranked
+from ..conftest import shared_file
+from ..helpers import read_ranked
 
 pytestmark = pytest.mark.slow
 

@@ -8,14 +8,14 @@ import sys
 import polars as pl
 import pytest
 
-from .conftest import shared_file
+from ..conftest import shared_file
 
 pytestmark = pytest.mark.slow
 
 PEAK = """
 import resource, sys
-from anglecurate.config import ScoreConfig
-from anglecurate.pipeline import score
+from anglecurate.score.config import ScoreConfig
+from anglecurate.score.pipeline import score
 score(ScoreConfig(model=sys.argv[1], data=sys.argv[2], out=sys.argv[3], dtype="fp32",
                   chunk_rows=256, shard_rows=1000, max_batch_tokens=4096))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

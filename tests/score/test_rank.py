@@ -11,15 +11,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from anglecurate.config import ScoreConfig
-from anglecurate.merge import rerank
-from anglecurate.pipeline import score
-from anglecurate.ranking import RankChoice
-from anglecurate.stats import isotonic_residuals
-from anglecurate.store import OutputDir
+from anglecurate.evidence.stats import isotonic_residuals
+from anglecurate.score.config import ScoreConfig
+from anglecurate.score.merge import rerank
+from anglecurate.score.pipeline import score
+from anglecurate.score.ranking import RankChoice
+from anglecurate.score.store import OutputDir
 
-from .helpers import batch1_mlp_inputs, read_ranked, run_cli
-from .test_reference import naive
+from ..helpers import batch1_mlp_inputs, read_ranked, run_cli
+from .test_gainrl_reference import naive
 
 
 def _cfg(model, data, out, **kw) -> ScoreConfig:

@@ -7,11 +7,11 @@ import json
 import polars as pl
 import pytest
 
-from anglecurate.config import ScoreConfig
-from anglecurate.pipeline import score
+from anglecurate.score.config import ScoreConfig
+from anglecurate.score.pipeline import score
 
-from .conftest import shared_file
-from .helpers import assert_matches_naive, naive_layer_angles, read_ranked
+from ..conftest import shared_file
+from ..helpers import assert_matches_naive, naive_layer_angles, read_ranked
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +51,8 @@ def test_smollm2_matches_naive_recomputation(tmp_path, source):
 def test_smollm2_validate_on_verl_math_rows(tmp_path):
     """validate with the real model: answers found in verl's struct, difficulty parsed from
     "Level N", real gradients, and the report written from it."""
-    from anglecurate.report import write_report
-    from anglecurate.validate import ValidateConfig, run_validation
+    from anglecurate.evidence.validate import ValidateConfig, run_validation
+    from anglecurate.report.write import write_report
 
     data = tmp_path / "math.parquet"
     pl.read_parquet(shared_file("math_train.parquet")).head(24).write_parquet(data)

@@ -7,13 +7,13 @@ import json
 import polars as pl
 import pytest
 
-from anglecurate.config import ScoreConfig
 from anglecurate.errors import UserError
-from anglecurate.pipeline import score
-from anglecurate.store import SCORE_COLUMNS, OutputDir
+from anglecurate.score.config import ScoreConfig
+from anglecurate.score.pipeline import score
+from anglecurate.score.store import SCORE_COLUMNS, OutputDir
 
-from .conftest import shared_file
-from .helpers import assert_matches_naive, killed_after, naive_layer_angles, read_ranked
+from ..conftest import shared_file
+from ..helpers import assert_matches_naive, killed_after, naive_layer_angles, read_ranked
 
 
 @pytest.fixture(scope="module")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from anglecurate.errors import UserError
-from anglecurate.prompt import (
+from anglecurate.score.prompt import (
     InvalidRow,
     PromptConfig,
     PromptRenderer,
     build_conversation,
     load_prompt_config,
 )
-from anglecurate.segments import Segmenter, SkipReason, truncate
+from anglecurate.score.segments import Segmenter, SkipReason, truncate
 
 QWEN2 = (
     "{%- for message in messages %}{%- if loop.first and message['role'] != 'system' %}"

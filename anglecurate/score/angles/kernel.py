@@ -4,7 +4,7 @@ Input: ``x`` [N, d] (bf16, fp16 or fp32; a packed sequence, or a padded batch vi
 [B*T, d]) and S segments given as token ranges ``[starts[s], ends[s])`` that do not overlap.
 Output, per segment: ``sums`` [S, d] fp32 = sum of u_i = x_i / ||x_i|| and ``sq`` [S] fp32
 = sum of ||u_i||^2 (1 per token, 0 for a zero vector, which counts as a direction-less
-token exactly as in :mod:`anglecurate.angles`).
+token exactly as in :mod:`anglecurate.score.angles.unit_sums`).
 
 Two launches, no atomics, so results do not depend on scheduling:
 
@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from anglecurate.angles import NORM_EPS
+from anglecurate.score.angles.unit_sums import NORM_EPS
 
 CHUNK_T = 64  # tokens per partial: enough programs for a GPU even with few long prompts
 BLOCK_D = 128  # hidden-size tile
@@ -125,7 +125,10 @@ def _sum_partials(part_ptr, part_sq_ptr, seg_lo_ptr, seg_hi_ptr, out_ptr, out_sq
 
 
 def segment_unit_sums_triton(x: torch.Tensor, plan: SegmentPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton path of :func:`anglecurate.angles.range_unit_sums`: x [N, d] -> ([S, d], [S]) fp32."""
+    """Triton path of :func:`~anglecurate.score.angles.unit_sums.range_unit_sums`.
+
+    x [N, d] -> ([S, d], [S]) fp32.
+    """
     if x.dim() != 2 or x.stride(1) != 1:
         raise ValueError("x must be a 2-D tensor with contiguous rows")
     n_seg = plan.starts.numel()

@@ -21,7 +21,7 @@ Three implementations of the same reduction, one dispatch point (``reduce_segmen
   (the CPU path; measured in docs/perf.md).
 - ``range_unit_sums``: segments as token ranges over a [N, d] tensor (a packed sequence,
   or a padded batch viewed flat), plain PyTorch; the reference of the Triton kernel.
-- ``anglecurate.kernel.segment_unit_sums_triton``: the same contract as a Triton kernel
+- ``anglecurate.score.angles.kernel.segment_unit_sums_triton``: the same contract as a Triton kernel
   (the CUDA path), deterministic, one read of the input.
 
 ``naive_angles`` is the float64 O(L^2) reference all of them are tested against.
@@ -115,13 +115,13 @@ def reduce_segments(hidden: torch.Tensor, segments) -> tuple[torch.Tensor, torch
 
     Args:
         hidden: [B, T, d] (a padded batch, or B=1 for a packed one), any float dtype.
-        segments: the batch's :class:`anglecurate.capture.DeviceSegments`.
+        segments: the batch's :class:`anglecurate.score.capture.DeviceSegments`.
 
     Returns:
         sums: [P, 2, d] float32; sq_sums: [P, 2] (P prompts; index 0 prefix, 1 question).
     """
     if segments.plan is not None:
-        from anglecurate.kernel import segment_unit_sums_triton
+        from anglecurate.score.angles.kernel import segment_unit_sums_triton
 
         sums, sq = segment_unit_sums_triton(hidden.reshape(-1, hidden.shape[-1]), segments.plan)
     elif segments.masks is not None:
