@@ -14,3 +14,10 @@ class UserError(Exception):
     """A mistake in the user's input or environment, with a message that says what to do."""
 
     exit_code = EXIT_USER_ERROR
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for a
+    one-line error that quotes a library's failure."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -57,8 +57,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from anglecurate.manifest import versions
-    from anglecurate.model.load import wrap_model
-    from anglecurate.score.angles.unit_sums import kernel_backend
+    from anglecurate.model.layers import wrap_model
+    from anglecurate.score.angles.dispatch import kernel_backend
     from anglecurate.score.batching import collate, collate_packed, plan_batches, plan_packed
     from anglecurate.score.capture import angle_capture
     from anglecurate.score.config import ScoreConfig

@@ -1,13 +1,8 @@
-"""Model loading and structure discovery: files, devices and dtypes live here, at the edge.
+"""Model loading: files, devices and dtypes live here, at the edge.
 
 A model is a local Hugging Face directory (``config.json`` plus safetensors) or a ``.gguf``
 file (dequantised by transformers). Only the base model is loaded (no LM head), offline,
 without remote code unless asked for.
-
-Decoder layers and their MLPs are found by structure, not by attribute names: the decoder
-stack is the ``ModuleList`` of ``config.num_hidden_layers`` identical blocks, and a block's
-MLP is the last weight-holding child the block calls, found by running a two-token probe
-forward once. That child's input is the post-attention-norm output, the paper's signal.
 """
 
 from __future__ import annotations
@@ -20,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from anglecurate.errors import UserError
+from anglecurate.errors import UserError, first_line
+from anglecurate.model.layers import LoadedModel, wrap_model
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
@@ -116,7 +111,7 @@ def load_config(source: ModelSource, trust_remote_code: bool = False):
                 source.directory, trust_remote_code=trust_remote_code, **source.load_kwargs
             )
     except Exception as exc:
-        raise UserError(f"cannot read the model config at {source.path}: {_first_line(exc)}") from exc
+        raise UserError(f"cannot read the model config at {source.path}: {first_line(exc)}") from exc
     if getattr(config, "is_encoder_decoder", False):
         raise UserError(
             f"{config.model_type} is an encoder-decoder model; anglecurate scores "
@@ -139,7 +134,7 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
                 source.directory, trust_remote_code=trust_remote_code, **source.load_kwargs
             )
     except Exception as exc:
-        raise UserError(f"cannot load the tokenizer at {source.path}: {_first_line(exc)}") from exc
+        raise UserError(f"cannot load the tokenizer at {source.path}: {first_line(exc)}") from exc
 
 
 def config_hash(config) -> str:
@@ -191,21 +186,6 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-@dataclass
-class LoadedModel:
-    """The base model, its decoder layers and the MLP of each (same order)."""
-
-    base: nn.Module
-    layers: list[nn.Module]
-    mlps: list[nn.Module]
-    dtype: torch.dtype
-    device: torch.device
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.layers)
-
-
 def load_model(
     source: ModelSource,
     config,
@@ -231,87 +211,5 @@ def load_model(
                 **source.load_kwargs,
             )
     except Exception as exc:
-        raise UserError(f"cannot load model weights from {source.path}: {_first_line(exc)}") from exc
+        raise UserError(f"cannot load model weights from {source.path}: {first_line(exc)}") from exc
     return wrap_model(base.eval().to(device), config.num_hidden_layers)
-
-
-def wrap_model(base: nn.Module, num_layers: int) -> LoadedModel:
-    """Locate the decoder layers and MLPs of an already loaded base model."""
-    layers = find_decoder_layers(base, num_layers)
-    mlps = find_mlps(base, layers)
-    param = next(base.parameters())
-    return LoadedModel(base, layers, mlps, param.dtype, param.device)
-
-
-def find_decoder_layers(base: nn.Module, num_layers: int) -> list[nn.Module]:
-    """The ModuleList of ``num_layers`` blocks of one class (the decoder stack)."""
-    for module in base.modules():
-        if (
-            isinstance(module, nn.ModuleList)
-            and len(module) == num_layers
-            and len({type(m) for m in module}) == 1
-        ):
-            return list(module)
-    raise UserError(
-        f"cannot find a stack of {num_layers} decoder layers in {type(base).__name__}; "
-        "anglecurate scores decoder-only causal LMs (Llama, Qwen2, Mistral families)"
-    )
-
-
-def _holds_matrix(module: nn.Module) -> bool:
-    return any(p.ndim >= 2 for p in module.parameters())
-
-
-def find_mlps(base: nn.Module, layers: list[nn.Module]) -> list[nn.Module]:
-    """Each layer's MLP: the last weight-holding child the layer calls (probe forward),
-    which must take hidden-size inputs.
-
-    Norms hold only vectors and attention is called before the MLP in every pre-norm
-    decoder block, so the last matrix-holding child called is the feed-forward block.
-    """
-    first = layers[0]
-    children = dict(first.named_children())
-    order: list[str] = []
-    width: dict[str, int] = {}
-
-    def record(name):
-        def hook(_module, args):
-            order.append(name)
-            if args and torch.is_tensor(args[0]):
-                width[name] = args[0].shape[-1]
-
-        return hook
-
-    hooks = [child.register_forward_pre_hook(record(name)) for name, child in children.items()]
-    try:
-        device = next(base.parameters()).device
-        with torch.inference_mode():
-            base(input_ids=torch.tensor([[0, 1]], device=device), use_cache=False)
-    except Exception as exc:
-        raise UserError(f"a probe forward of {type(base).__name__} failed: {_first_line(exc)}") from exc
-    finally:
-        for h in hooks:
-            h.remove()
-    called = [name for name in dict.fromkeys(order) if _holds_matrix(children[name])]
-    if len(called) < 2:
-        raise UserError(
-            f"cannot identify attention and MLP blocks in {type(first).__name__}; "
-            "anglecurate scores decoder-only causal LMs (Llama, Qwen2, Mistral families)"
-        )
-    mlp_name = called[-1]
-    hidden = getattr(base.config, "hidden_size", None)
-    if hidden is not None and width.get(mlp_name) != hidden:
-        # An encoder's output projection, say: its input is not the residual stream.
-        raise UserError(
-            f"the feed-forward block of {type(first).__name__} does not take the hidden states "
-            "as input; anglecurate scores decoder-only causal LMs (Llama, Qwen2, Mistral families)"
-        )
-    mlps = [dict(layer.named_children()).get(mlp_name) for layer in layers]
-    if any(m is None for m in mlps):
-        raise UserError(f"decoder layers of {type(base).__name__} differ in structure")
-    return mlps
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from anglecurate.model.load import LoadedModel
-from anglecurate.score.angles.unit_sums import angles_from_sums, kernel_backend, reduce_segments
+from anglecurate.model.layers import LoadedModel
+from anglecurate.score.angles.dispatch import kernel_backend, reduce_segments
+from anglecurate.score.angles.unit_sums import angles_from_sums
 from anglecurate.score.gainrl_reference import ReferenceSpec, gainrl_reference_values
 
 

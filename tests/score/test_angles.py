@@ -157,7 +157,7 @@ def test_kernel_matches_its_reference_on_long_ragged_packed_input(dtype):
 
 
 def test_kernel_backend_dispatch(monkeypatch):
-    from anglecurate.score.angles.unit_sums import kernel_backend
+    from anglecurate.score.angles.dispatch import kernel_backend
 
     monkeypatch.delenv("ANGLECURATE_KERNEL", raising=False)
     assert kernel_backend(torch.device("cpu")) == "torch"

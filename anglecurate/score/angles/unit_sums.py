@@ -1,38 +1,14 @@
-"""Angle concentration from per-segment sums of unit vectors.
+"""The plain-PyTorch paths of the segment reduction and the float64 reference.
 
-For token hidden states x_i of one prompt, let u_i = x_i / ||x_i|| (u_i = 0 for a zero
-vector). Over a segment Q with sum S_Q = sum_i u_i and R_Q = sum_i ||u_i||^2:
-
-    sum_{i != j in Q} cos(x_i, x_j) = ||S_Q||^2 - R_Q
-    sum_{i in Q, j in P} cos(x_i, x_j) = <S_Q, S_P>
-
-so the paper's mean pairwise cosines need only O(tokens x d) work and O(segments x d)
-memory, never the L x L cosine matrix:
-
-    c_intra = (||S_Q||^2 - R_Q) / (n_Q (n_Q - 1))     (NaN when n_Q < 2: no pairs)
-    c_inter = <S_Q, S_P> / (n_Q n_P)                  (NaN when n_P = 0 or n_Q = 0)
-
-A zero vector has no direction; it counts as a token whose cosine with every other token
-is 0 (that is what u_i = 0 gives), so it dilutes the mean rather than producing NaN.
-
-Three implementations of the same reduction, one dispatch point (``reduce_segments``):
-
-- ``segment_unit_sums``: padded batches with [B, S, T] segment masks, one batched matmul
-  (the CPU path; measured in docs/perf.md).
-- ``range_unit_sums``: segments as token ranges over a [N, d] tensor (a packed sequence,
-  or a padded batch viewed flat), plain PyTorch; the reference of the Triton kernel.
-- ``anglecurate.score.angles.kernel.segment_unit_sums_triton``: the same contract as a Triton kernel
-  (the CUDA path), deterministic, one read of the input.
-
-``naive_angles`` is the float64 O(L^2) reference all of them are tested against.
-``ANGLECURATE_KERNEL=torch|triton`` overrides the choice (tests force either).
+``segment_unit_sums`` (padded batches, [B, S, T] masks: the CPU path) and ``range_unit_sums``
+(token ranges over [N, d]: the reference of the Triton kernel in
+:mod:`anglecurate.score.angles.kernel`) compute the same per-segment sums of unit vectors;
+``angles_from_sums`` turns any path's sums into ``c_intra`` and ``c_inter``;
+``naive_angles`` is the O(L^2) float64 reference every path is tested against. The maths
+is in :mod:`anglecurate.score.angles`.
 """
 
 from __future__ import annotations
-
-import functools
-import importlib.util
-import os
 
 import torch
 
@@ -95,40 +71,6 @@ def range_unit_sums(
     sq_sums = torch.zeros(starts.numel(), dtype=xf.dtype, device=x.device)
     sq_sums.index_add_(0, seg, (norms * inv).square())
     return sums, sq_sums
-
-
-def kernel_backend(device: torch.device) -> str:
-    """``triton`` on CUDA when Triton is installed, else ``torch``; ANGLECURATE_KERNEL overrides."""
-    forced = os.environ.get("ANGLECURATE_KERNEL")
-    if forced in ("torch", "triton"):
-        return forced
-    return "triton" if device.type == "cuda" and _triton_installed() else "torch"
-
-
-@functools.cache
-def _triton_installed() -> bool:  # asked once per batch: look it up once per process
-    return importlib.util.find_spec("triton") is not None
-
-
-def reduce_segments(hidden: torch.Tensor, segments) -> tuple[torch.Tensor, torch.Tensor]:
-    """The dispatch point: per-prompt prefix/question sums of one layer's hidden states.
-
-    Args:
-        hidden: [B, T, d] (a padded batch, or B=1 for a packed one), any float dtype.
-        segments: the batch's :class:`anglecurate.score.capture.DeviceSegments`.
-
-    Returns:
-        sums: [P, 2, d] float32; sq_sums: [P, 2] (P prompts; index 0 prefix, 1 question).
-    """
-    if segments.plan is not None:
-        from anglecurate.score.angles.kernel import segment_unit_sums_triton
-
-        sums, sq = segment_unit_sums_triton(hidden.reshape(-1, hidden.shape[-1]), segments.plan)
-    elif segments.masks is not None:
-        return segment_unit_sums(hidden, segments.masks)
-    else:
-        sums, sq = range_unit_sums(hidden.reshape(-1, hidden.shape[-1]), segments.starts, segments.ends)
-    return sums.view(-1, 2, hidden.shape[-1]), sq.view(-1, 2)
 
 
 def angles_from_sums(
