@@ -1,3 +1,18 @@
-"""anglecurate: rank prompt datasets for RL fine-tuning by layer-wise angle concentration."""
+"""anglecurate: rank prompt datasets for RL fine-tuning by layer-wise angle concentration.
+
+One subpackage per capability, in the order a user meets them:
+
+    score/      a dataset in, a ranked copy out: the scoring pipeline, stage by stage
+    model/      loading a checkpoint and finding its decoder layers and MLPs
+    evidence/   validate: does the signal track gradients for this model and data?
+    report/     the HTML report of a ranking
+    schedule/   GAIN-RL epoch schedules and the trainer adapters
+    scale/      shards, per-device processes, a Ray cluster
+    cli/        the `anglecurate` command, a thin layer over all of the above
+
+Shared by all of them: ``errors`` (one-line user errors), ``progress`` (progress bars),
+``manifest`` (provenance), ``builtin`` (the demo model and data from PyPI packages).
+``anglecurate.trl`` and ``anglecurate.verl`` are the adapters' public import paths.
+"""
 
 __version__ = "0.1.0"
