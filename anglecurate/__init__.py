@@ -11,7 +11,9 @@ One subpackage per capability, in the order a user meets them:
     cli/        the `anglecurate` command, a thin layer over all of the above
 
 Shared by all of them: ``errors`` (one-line user errors), ``progress`` (progress bars),
-``manifest`` (provenance), ``builtin`` (the demo model and data from PyPI packages).
+``manifest`` (provenance), ``builtin`` (the demo model and data from PyPI packages),
+``lock`` (one writer per output folder) and ``faults`` (storage errors and SIGTERM as one
+line each).
 ``anglecurate.trl`` and ``anglecurate.verl`` are the adapters' public import paths.
 """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 
@@ -171,17 +172,16 @@ def score(
         shard=parsed,
     )
     show = not quiet and not json_out
-    try:
-        with ScoreProgress(enabled=show and sys.stderr.isatty()) as progress:
-            if engine is Engine.ray:
-                from anglecurate.scale.cluster import score_on_ray
+    with (
+        _interruptible("finished chunks are kept"),
+        ScoreProgress(enabled=show and sys.stderr.isatty()) as progress,
+    ):
+        if engine is Engine.ray:
+            from anglecurate.scale.cluster import score_on_ray
 
-                result = score_on_ray(cfg, num_workers, ray_address, progress)
-            else:
-                result = run_score(cfg, progress)
-    except KeyboardInterrupt:
-        print("interrupted: finished chunks are kept; rerun the same command to resume", file=sys.stderr)
-        raise typer.Exit(130) from None
+            result = score_on_ray(cfg, num_workers, ray_address, progress)
+        else:
+            result = run_score(cfg, progress)
     _report(result, quiet, json_out)
 
 
@@ -227,7 +227,9 @@ def merge_shards(
     """Build the global ranking and manifest of a sharded run once every shard finished."""
     from anglecurate.score.merge import merge
 
-    _report(merge(out), False, json_out)
+    with _interruptible("the earlier ranking is kept"):
+        result = merge(out)
+    _report(result, False, json_out)
 
 
 @app.command()
@@ -250,7 +252,9 @@ def rank(
     given = {"metric": metric and metric.value, "layer": layer, "w_intra": w_intra, "w_inter": w_inter}
     given |= {"length_control": length_control, "nan_policy": nan_policy and nan_policy.value}
     choice = choose(out, {k: v for k, v in given.items() if v is not None}, from_validate)
-    _report(rerank(out, choice), False, json_out)
+    with _interruptible("the earlier ranking is kept"):
+        result = rerank(out, choice)
+    _report(result, False, json_out)
 
 
 @app.command()
@@ -301,12 +305,11 @@ def validate(
         permutations=permutations,
     )
     show = not quiet and not json_out
-    try:
-        with ScoreProgress(enabled=show and sys.stderr.isatty()) as progress:
-            result = run_validation(cfg, progress)
-    except KeyboardInterrupt:
-        print("interrupted: measured examples are kept; rerun the same command to resume", file=sys.stderr)
-        raise typer.Exit(130) from None
+    with (
+        _interruptible("measured examples are kept"),
+        ScoreProgress(enabled=show and sys.stderr.isatty()) as progress,
+    ):
+        result = run_validation(cfg, progress)
     if json_out:
         print(json.dumps(result))
     elif show:
@@ -324,7 +327,8 @@ def report(
     """Write a self-contained HTML report (and its figures as PNG) of a ranking."""
     from anglecurate.report.write import write_report
 
-    result = write_report(ranking, out, by, sample)
+    with _interruptible("an earlier report is kept"):
+        result = write_report(ranking, out, by, sample)
     print(f"wrote {result.html} and {len(result.figures)} figures", file=sys.stderr)
 
 
@@ -427,7 +431,8 @@ def schedule(
         exports=tuple(export),
         overwrite=overwrite,
     )
-    frame, params = create_schedule(cfg)
+    with _interruptible("an earlier schedule is kept"):
+        frame, params = create_schedule(cfg)
     exports = f" with exports {', '.join(export)}" if export else ""
     print(f"wrote {frame['epoch'].n_unique()} epochs of {per_epoch} to {out}{exports}")
     print(f"sampler: sigma {params.sigma:g}, n {params.n:g}, adj [{params.adj_min:g}, {params.adj_max:g}]")
@@ -445,19 +450,41 @@ def schedule_update(
     """Apply one epoch's training feedback and append the next epoch."""
     from anglecurate.schedule.epochs import update_schedule
 
-    new, info = update_schedule(schedule_dir, feedback, reward_min, reward_max)
+    with _interruptible("the schedule is as it was before this update"):
+        new, info = update_schedule(schedule_dir, feedback, reward_min, reward_max)
     print(
         f"epoch {info['epoch']}: accuracy {info['accuracy']:.3f}, angle {info['angle']:.3f}, "
         f"centre moved to rank {info['mu']:.1f}; {new.height} examples appended"
     )
 
 
+@contextmanager
+def _interruptible(kept: str):
+    """Ctrl-C, or SIGTERM from a scheduler, ends a command with one line saying what was kept
+    (exit 130 or 143), after the library's own cleanup ran (locks released, partial files
+    removed). Inside a command: click would otherwise print "Aborted!" and exit 1."""
+    from anglecurate.faults import interrupted_line, sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt as exc:
+        line, code = interrupted_line(exc, kept)
+        print(line, file=sys.stderr)
+        raise typer.Exit(code) from None
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
+    from anglecurate.faults import storage_error
+
     try:
         app()  # usage errors (unknown option, missing value) are typer's: exit 2
-    except UserError as exc:
-        if os.environ.get("ANGLECURATE_DEBUG"):
+    except Exception as exc:
+        # A storage fault outside the library's writers (a full disk while printing JSON to
+        # a file, say) is a user's problem too: one line, not a traceback.
+        err = exc if isinstance(exc, UserError) else storage_error(exc)
+        if err is None or os.environ.get("ANGLECURATE_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)

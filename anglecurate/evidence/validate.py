@@ -26,6 +26,7 @@ import torch
 from anglecurate.errors import UserError
 from anglecurate.evidence import analysis
 from anglecurate.evidence.stats import split_halves, stratified_sample
+from anglecurate.lock import exclusive_writer
 from anglecurate.progress import ScoreProgress
 from anglecurate.score.ranking import RankChoice, floats
 from anglecurate.score.store import OutputDir, atomic_write_json, atomic_write_parquet
@@ -76,6 +77,11 @@ def run_validation(cfg: ValidateConfig, progress: ScoreProgress | None = None) -
     cfg.validate()
     progress = progress or ScoreProgress(enabled=False)
     out = OutputDir(cfg.ranking)
+    with exclusive_writer(out.root, create=False):  # validate's outputs and cache live in the ranking folder
+        return _run_validation(cfg, out, progress)
+
+
+def _run_validation(cfg: ValidateConfig, out: OutputDir, progress: ScoreProgress) -> dict:
     manifest, parts = out.ranked_parts()
     run = manifest["run"]
     lazy = pl.scan_parquet(parts)

@@ -27,6 +27,7 @@ import polars as pl
 
 from anglecurate.errors import UserError
 from anglecurate.evidence.stats import spearman
+from anglecurate.lock import exclusive_writer
 from anglecurate.report import figures as fig
 from anglecurate.report.page import CAPTIONS, ENDS, primary_target, render
 from anglecurate.report.summaries import MAX_CATEGORIES, floats, is_categorical, layer_stats
@@ -53,8 +54,16 @@ def write_report(
     unusable ``by`` column or ``out`` folder.
     """
     ranking = Path(ranking)
-    manifest, parts = _open_ranking(ranking)
     target = ranking / "report" if out is None else Path(out)
+    # A report inside the ranking folder is one of its writers; one elsewhere only reads it
+    # (which may then be read-only), and its own folder is swapped in whole.
+    inside = target.resolve().is_relative_to(ranking.resolve())
+    with exclusive_writer(ranking if inside else target, lock=inside, create=False):
+        return _write_report(ranking, target, by, sample)
+
+
+def _write_report(ranking: Path, target: Path, by: Sequence[str], sample: int | None) -> ReportResult:
+    manifest, parts = _open_ranking(ranking)
     cap = DEFAULT_SAMPLE if sample is None else int(sample)
     if cap < 1:
         raise UserError(f"sample={sample}: the most points drawn in a scatter must be at least 1")

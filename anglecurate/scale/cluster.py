@@ -17,6 +17,7 @@ import logging
 import time
 
 from anglecurate.errors import UserError
+from anglecurate.lock import exclusive_writer
 from anglecurate.progress import ScoreProgress
 from anglecurate.score.config import ScoreConfig
 from anglecurate.score.merge import ScoreResult, complete, run_timing
@@ -68,13 +69,18 @@ def score_on_ray(
         import ray
     except ImportError:
         raise UserError("--engine ray needs Ray: pip install 'anglecurate[ray]'") from None
-    from anglecurate.manifest import device_info
-    from anglecurate.score.pipeline import open_run, start_run
-
     if num_workers < 1:
         raise UserError("--num-workers must be at least 1")
     progress = progress or ScoreProgress(enabled=False)
     out = OutputDir(cfg.out)
+    with exclusive_writer(out.root, lock=cfg.shard.whole):
+        return _score_on_ray(ray, cfg, out, num_workers, address, progress)
+
+
+def _score_on_ray(ray, cfg: ScoreConfig, out: OutputDir, num_workers, address, progress) -> ScoreResult:
+    from anglecurate.manifest import device_info
+    from anglecurate.score.pipeline import open_run, start_run
+
     p, finished = open_run(cfg, out)
     if finished is not None:
         return finished

@@ -22,16 +22,16 @@ applies to it exactly once.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from anglecurate.errors import UserError
+from anglecurate.lock import exclusive_writer
 from anglecurate.schedule.sampler import GaussianSampler, SamplerParams
 from anglecurate.score.ranking import RankChoice
-from anglecurate.score.store import OutputDir, atomic_write_json, atomic_write_parquet
+from anglecurate.score.store import OutputDir, atomic_write, atomic_write_json, atomic_write_parquet
 
 SCHEDULE_FILE = "schedule.parquet"
 STATE_FILE = "state.json"
@@ -83,9 +83,8 @@ def write_gainrl_indices(ranking: Ranking, path: Path) -> None:
     """The authors' format: ``torch.argsort(scores, descending=True)`` over input rows."""
     import torch  # only here: the rest of scheduling needs no torch
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(torch.tensor(ranking.rows.to_numpy(), dtype=torch.long), tmp)
-    os.replace(tmp, path)
+    indices = torch.tensor(ranking.rows.to_numpy(), dtype=torch.long)
+    atomic_write(path, lambda tmp: torch.save(indices, tmp))
 
 
 @dataclass(frozen=True)
@@ -146,6 +145,11 @@ def create_schedule(cfg: ScheduleConfig) -> tuple[pl.DataFrame, SamplerParams]:
     """Draw ``cfg.epochs`` epochs open loop into folder ``cfg.out``; returns the schedule and
     the sampler's hyperparameters (after scaling to the ranking's size)."""
     _check(cfg)
+    with exclusive_writer(cfg.out):
+        return _create_schedule(cfg)
+
+
+def _create_schedule(cfg: ScheduleConfig) -> tuple[pl.DataFrame, SamplerParams]:
     ranking = load_ranking(cfg.ranking)
     params = SamplerParams.for_size(ranking.size, **cfg.sampler)
     sampler = GaussianSampler(ranking.size, cfg.per_epoch, params, cfg.seed)
@@ -248,6 +252,13 @@ def update_schedule(
 ) -> tuple[pl.DataFrame, dict]:
     """Apply one epoch's feedback and append the next epoch; returns (new epoch, summary)."""
     folder = Path(folder)
+    with exclusive_writer(folder, create=False):
+        return _update_schedule(folder, feedback, reward_min, reward_max)
+
+
+def _update_schedule(
+    folder: Path, feedback: str | Path, reward_min: float, reward_max: float
+) -> tuple[pl.DataFrame, dict]:
     state, ranking = load_schedule(folder)
     schedule = pl.read_parquet(folder / SCHEDULE_FILE)
     last = int(schedule["epoch"].max())

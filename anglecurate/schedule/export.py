@@ -76,9 +76,13 @@ def _write_stages(target: Path, flat: pl.DataFrame) -> None:
     """One JSONL per epoch, built beside ``target`` and swapped in whole."""
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for epoch in flat.partition_by("epoch", maintain_order=True):
-        epoch.write_ndjson(tmp / f"epoch-{epoch['epoch'][0]:05d}.jsonl")
+    try:
+        tmp.mkdir(parents=True)
+        for epoch in flat.partition_by("epoch", maintain_order=True):
+            epoch.write_ndjson(tmp / f"epoch-{epoch['epoch'][0]:05d}.jsonl")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk or Ctrl-C: no half-written stages
+        raise
     old = target.with_name(f".{target.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():

@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from anglecurate.errors import UserError
+from anglecurate.lock import exclusive_writer
 from anglecurate.manifest import build_manifest, same_run
 from anglecurate.scale.shard import Shard
 from anglecurate.score.ranking import RankChoice
@@ -98,6 +99,11 @@ def rerank(folder: str | Path, choice: RankChoice) -> ScoreResult:
     """Rank a finished run again by ``choice`` from its stored per-layer values, without the
     model; the new ranked parts and manifest replace the old ones atomically."""
     out = OutputDir(folder)
+    with exclusive_writer(out.root, create=False):
+        return _rerank(out, choice)
+
+
+def _rerank(out: OutputDir, choice: RankChoice) -> ScoreResult:
     manifest, parts = out.ranked_parts()
     run = manifest["run"]
     choice.validate()

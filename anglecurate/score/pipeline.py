@@ -24,6 +24,7 @@ import torch
 
 from anglecurate.builtin import resolve_data
 from anglecurate.errors import UserError
+from anglecurate.lock import exclusive_writer
 from anglecurate.manifest import device_info, same_run
 from anglecurate.model.load import (
     DTYPE_NAMES,
@@ -168,6 +169,11 @@ def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResul
     set builds the global ranking (see :func:`merge`)."""
     progress = progress or ScoreProgress(enabled=False)
     out = OutputDir(cfg.out)
+    with exclusive_writer(out.root, lock=cfg.shard.whole):  # shards share OUT by design
+        return _score(cfg, out, progress)
+
+
+def _score(cfg: ScoreConfig, out: OutputDir, progress: ScoreProgress) -> ScoreResult:
     p, finished = open_run(cfg, out)
     if finished is not None:
         return finished

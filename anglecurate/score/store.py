@@ -23,6 +23,7 @@ parts the same way and swaps the new ranking in atomically (see :meth:`OutputDir
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -34,6 +35,8 @@ from pathlib import Path
 import polars as pl
 
 from anglecurate.errors import UserError
+from anglecurate.faults import storage_error, storage_errors
+from anglecurate.lock import LOCK_NAME
 from anglecurate.score.ranking import RANK_COLUMNS, ROW, RankChoice, key_columns, rank_keys
 
 # Columns every ranked row carries before the dataset's own columns, in this order.
@@ -68,16 +71,50 @@ class MergeInProgress(UserError):
 RESERVED_COLUMNS = frozenset(SCORE_COLUMNS) | {SKIP_COLUMN, ROW, STATUS}
 
 
+def write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path``; a storage fault is one line naming ``path``, and the
+    partial file is removed."""
+    try:
+        frame.write_parquet(path)
+    except BaseException as exc:
+        _remove(path)
+        _raise_storage_error(exc, path)
+        raise
+
+
 def atomic_write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: frame.write_parquet(tmp))
 
 
 def atomic_write_json(data: dict, path: Path) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary name and rename it into place: readers see the old file or
+    the new one, never half of one. ``write(tmp)`` writes the file at ``tmp``. On any
+    failure (a full disk, Ctrl-C) the temporary file is removed, and a storage fault becomes
+    one line naming ``path``."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        _remove(tmp)
+        _raise_storage_error(exc, path)
+        raise
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only folder holds no partial file to remove
+        path.unlink(missing_ok=True)
+
+
+def _raise_storage_error(exc: BaseException, path: Path) -> None:
+    err = storage_error(exc, path, exact=True)
+    if err is not None:
+        raise err from exc
 
 
 @dataclass(frozen=True)
@@ -152,7 +189,9 @@ class OutputDir:
 
     def is_foreign(self) -> bool:
         """A non-empty folder that holds no anglecurate run."""
-        return self.root.is_dir() and any(self.root.iterdir()) and self.previous_run() is None
+        if not self.root.is_dir() or self.previous_run() is not None:
+            return False
+        return any(p.name != LOCK_NAME for p in self.root.iterdir())
 
     def chunk_files(self) -> dict[tuple[int, str], Path]:
         """Every finished chunk file, keyed by (chunk index, shard tag)."""
@@ -186,7 +225,8 @@ class OutputDir:
             (self.root / name).unlink(missing_ok=True)
 
     def start(self, run: dict, tag: str = "") -> None:
-        self.chunk_dir.mkdir(parents=True, exist_ok=True)
+        with storage_errors(self.chunk_dir):
+            self.chunk_dir.mkdir(parents=True, exist_ok=True)
         # Half-written files of a killed run; a shard removes only its own, since other
         # shards may be writing into the same folder right now.
         pattern = f".chunk-*.{tag}.parquet.tmp-*" if tag else ".*.tmp-*"
@@ -195,7 +235,8 @@ class OutputDir:
         atomic_write_json(run, self.run_path)
 
     def discard_empty_start(self) -> None:
-        """Undo :meth:`start` when no chunk was written; remove OUT if it is left empty."""
+        """Undo :meth:`start` when no chunk was written; remove OUT if it is left empty (the
+        writer lock removes a folder it created once it is released)."""
         shutil.rmtree(self.work, ignore_errors=True)
         if self.root.is_dir() and not any(self.root.iterdir()):
             self.root.rmdir()
@@ -242,6 +283,14 @@ class OutputDir:
         ``undefined.parquet`` (a re-rank). Rank 0 is the highest score; ties go to the
         earlier input row, so shards merged give the ranks a single run gives.
         """
+        try:
+            with storage_errors(stage):
+                return self._build_ranking(files, choice, layers, columns, shard_rows, stage)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)  # half a ranking: the rerun rebuilds it
+            raise
+
+    def _build_ranking(self, files, choice, layers, columns, shard_rows, stage) -> RankingSummary:
         from_chunks = ROW in pl.read_parquet_schema(files[0])
         lazy = pl.concat([_as_chunk(pl.scan_parquet(f), from_chunks) for f in files], how="diagonal_relaxed")
         status = lazy.group_by(STATUS).len().collect()
@@ -262,7 +311,7 @@ class OutputDir:
             ):
                 target = buckets / (f"part-{part:05d}" if part >= 0 else "undefined")
                 target.mkdir(parents=True, exist_ok=True)
-                group.drop("_part").write_parquet(target / f"{n:06d}.parquet")
+                write_parquet(group.drop("_part"), target / f"{n:06d}.parquet")
         order = [*SCORE_COLUMNS, *columns]
         (stage / "ranked").mkdir(parents=True)
         parts = []
@@ -270,17 +319,16 @@ class OutputDir:
             frame = pl.concat([pl.read_parquet(f) for f in sorted(bucket.iterdir())], how="diagonal_relaxed")
             frame = frame.sort("rank", ROW).with_columns(pl.col(ROW).alias("row_index")).select(order)
             if bucket.name == "undefined":
-                frame.write_parquet(stage / UNDEFINED)
+                write_parquet(frame, stage / UNDEFINED)
             else:
-                frame.write_parquet(stage / "ranked" / f"{bucket.name}.parquet")
+                write_parquet(frame, stage / "ranked" / f"{bucket.name}.parquet")
                 parts.append({"file": f"ranked/{bucket.name}.parquet", "rows": frame.height})
         shutil.rmtree(buckets, ignore_errors=True)
         if from_chunks:
             skipped = lazy.filter(pl.col(STATUS) != SCORED)
             if skipped.select(pl.len()).collect().item():
-                skipped.select("uid", pl.col(STATUS).alias(SKIP_COLUMN), *columns).collect().write_parquet(
-                    stage / SKIPPED
-                )
+                frame = skipped.select("uid", pl.col(STATUS).alias(SKIP_COLUMN), *columns).collect()
+                write_parquet(frame, stage / SKIPPED)
         truncated = lazy.filter(pl.col(STATUS) == SCORED).select(pl.col("truncated").sum()).collect().item()
         return RankingSummary(
             parts=parts,
@@ -300,11 +348,16 @@ class OutputDir:
         moment leaves either the old ranking or the new one, never a mix. The work folder
         (chunks of a scoring run, the stage) is removed last.
         """
-        atomic_write_json(manifest, stage / "manifest.json")
         plan = {UNDEFINED: "replace" if (stage / UNDEFINED).exists() else "remove"}
         if replaces_skipped:
             plan[SKIPPED] = "replace" if (stage / SKIPPED).exists() else "remove"
-        atomic_write_json(plan, stage / COMMIT)
+        try:
+            atomic_write_json(manifest, stage / "manifest.json")
+            atomic_write_json(plan, stage / COMMIT)
+        except BaseException:
+            if not (stage / COMMIT).exists():  # before the point of no return: drop the stage
+                shutil.rmtree(stage, ignore_errors=True)
+            raise
         self._apply(stage)
 
     def recover(self) -> None:
