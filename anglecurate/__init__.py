@@ -2,6 +2,7 @@
 
 One subpackage per capability, in the order a user meets them:
 
+    data/       prompt data: where rows come from, read in chunks
     score/      a dataset in, a ranked copy out: the scoring pipeline, stage by stage
     model/      loading a checkpoint and finding its decoder layers and MLPs
     evidence/   validate: does the signal track gradients for this model and data?

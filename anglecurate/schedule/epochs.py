@@ -217,7 +217,7 @@ def read_feedback(
     schedule's last epoch, so feedback for another dataset or epoch is refused) and
     ``angle``; a per-epoch file has one row with ``accuracy`` (already in [0, 1]).
     """
-    from anglecurate.score.dataset import open_dataset
+    from anglecurate.data.dataset import open_dataset
 
     if not reward_max > reward_min:
         raise UserError(f"--reward-max ({reward_max}) must exceed --reward-min ({reward_min})")

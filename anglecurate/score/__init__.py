@@ -1,9 +1,9 @@
 """Scoring: a prompt dataset in, a ranked copy of it out (`anglecurate score`, `rank`).
 
-Data flows through one module per stage, in this order (``pipeline`` runs them)::
+Data flows through one module per stage, in this order (``pipeline`` runs them; the rows
+come in chunks from :mod:`anglecurate.data`)::
 
     config     the run's options, checked before any file is touched
-    dataset    rows in fixed chunks, read lazily from JSON / JSONL / Parquet
     prompt     row -> chat conversation -> rendered text + the question's character span
     segments   text -> token ids + prefix / question / suffix token spans
     batching   length-bucketed padded (or packed) batches under a token budget

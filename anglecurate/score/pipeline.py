@@ -1,6 +1,6 @@
 """`anglecurate score`, stage by stage.
 
-    dataset  -> rows in chunks             (anglecurate.score.dataset)
+    dataset  -> rows in chunks             (anglecurate.data.dataset)
     prompt   -> chat text + question span  (anglecurate.score.prompt)
     segments -> token ids + segment spans  (anglecurate.score.segments)
     batching -> padded length buckets      (anglecurate.score.batching)
@@ -23,6 +23,7 @@ import polars as pl
 import torch
 
 from anglecurate.builtin import resolve_data
+from anglecurate.data.dataset import Dataset, open_dataset, prompt_kind
 from anglecurate.errors import UserError
 from anglecurate.lock import exclusive_writer
 from anglecurate.manifest import device_info, same_run
@@ -42,7 +43,6 @@ from anglecurate.scale.shard import Shard
 from anglecurate.score.batching import collate, collate_packed, plan_batches, plan_packed
 from anglecurate.score.capture import AngleCapture, angle_capture
 from anglecurate.score.config import ScoreConfig, batch_budget, parse_layers
-from anglecurate.score.dataset import Dataset, open_dataset, prompt_kind
 from anglecurate.score.gainrl_reference import ReferenceSpec
 from anglecurate.score.merge import ScoreResult, complete, rerank, run_timing
 from anglecurate.score.prompt import (

@@ -8,8 +8,8 @@ import json
 import polars as pl
 import pytest
 
+from anglecurate.data.dataset import open_dataset, prompt_kind
 from anglecurate.errors import UserError
-from anglecurate.score.dataset import open_dataset, prompt_kind
 
 from ..conftest import shared_file
 
