@@ -3,11 +3,11 @@
 One subpackage per capability, in the order a user meets them:
 
     data/       prompt data: where rows come from, read in chunks
-    score/      a dataset in, a ranked copy out: the scoring pipeline, stage by stage
+    scoring/    a dataset in, a ranked copy out: the scoring pipeline, stage by stage
     model/      loading a checkpoint and finding its decoder layers and MLPs
     evidence/   validate: does the signal track gradients for this model and data?
-    report/     the HTML report of a ranking
-    schedule/   GAIN-RL epoch schedules and the trainer adapters
+    reporting/  the HTML report of a ranking
+    scheduling/ GAIN-RL epoch schedules and the trainer adapters
     scale/      shards, per-device processes, a Ray cluster
     cli/        the `anglecurate` command, a thin layer over all of the above
 

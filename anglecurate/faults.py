@@ -5,7 +5,7 @@
   them (``OSError`` with an errno) or a library did (polars reports the OS error inside its
   own message, ``... (os error 28)``), and :func:`storage_errors` turns them into a
   :class:`UserError` naming the path. The writers remove their partial files themselves
-  (see :func:`anglecurate.score.store.atomic_write_parquet`); finished work stays.
+  (see :func:`anglecurate.scoring.store.atomic_write_parquet`); finished work stays.
 - SIGTERM (a scheduler ending a job): :func:`sigterm_as_interrupt` makes it raise
   :class:`Terminated`, a ``KeyboardInterrupt``, so it unwinds exactly like Ctrl-C: the
   current chunk is dropped, finished chunks are kept, locks are released.

@@ -58,11 +58,11 @@ def main() -> None:
 
     from anglecurate.manifest import versions
     from anglecurate.model.layers import wrap_model
-    from anglecurate.score.angles.dispatch import kernel_backend
-    from anglecurate.score.batching import collate, collate_packed, plan_batches, plan_packed
-    from anglecurate.score.capture import angle_capture
-    from anglecurate.score.config import ScoreConfig
-    from anglecurate.score.pipeline import plan, prepare_rows
+    from anglecurate.scoring.angles.dispatch import kernel_backend
+    from anglecurate.scoring.batching import collate, collate_packed, plan_batches, plan_packed
+    from anglecurate.scoring.capture import angle_capture
+    from anglecurate.scoring.config import ScoreConfig
+    from anglecurate.scoring.pipeline import plan, prepare_rows
 
     cfg = ScoreConfig(
         model=args.model,
@@ -290,7 +290,7 @@ def bench_kernel(device, d: int) -> dict:
     the copy counts bytes read plus written. On CUDA the times are medians of
     ``triton.testing.do_bench`` (device events), else means of 20 calls.
     """
-    from anglecurate.score.angles.unit_sums import range_unit_sums
+    from anglecurate.scoring.angles.unit_sums import range_unit_sums
 
     gen = torch.Generator().manual_seed(0)
     cuts = torch.sort(torch.randperm(65535, generator=gen)[:2047] + 1).values
@@ -323,7 +323,7 @@ def bench_kernel(device, d: int) -> dict:
     out["reference_err"] = errors(*range_unit_sums(x, starts, ends))
     out["copy_gb_per_s"] = 2 * x.numel() * 2 / timed(lambda: x.clone()) / 1e9  # read + write
     if device.type == "cuda":
-        from anglecurate.score.angles.kernel import SegmentPlan, segment_unit_sums_triton
+        from anglecurate.scoring.angles.kernel import SegmentPlan, segment_unit_sums_triton
 
         plan = SegmentPlan.build(starts, ends, device)
         out.update(errors(*segment_unit_sums_triton(x, plan)))

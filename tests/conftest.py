@@ -12,7 +12,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Without a GPU the Triton kernel runs in Triton's interpreter. The flag is read when a
-# kernel is defined, so it must be set before anything imports anglecurate.score.angles.kernel.
+# kernel is defined, so it must be set before anything imports anglecurate.scoring.angles.kernel.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -100,8 +100,8 @@ def ranking(tiny_model_dir, tmp_path_factory) -> Path:
     q0..q39 and an ``answer`` column: the input of schedules and trainer exports."""
     import json
 
-    from anglecurate.score.config import ScoreConfig
-    from anglecurate.score.pipeline import score
+    from anglecurate.scoring.config import ScoreConfig
+    from anglecurate.scoring.pipeline import score
 
     root = tmp_path_factory.mktemp("rank")
     data = root / "q.jsonl"

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from anglecurate.model.load import load_model
-from anglecurate.score.angles.unit_sums import naive_angles
-from anglecurate.score.config import ScoreConfig
-from anglecurate.score.pipeline import plan, prepare_rows
+from anglecurate.scoring.angles.unit_sums import naive_angles
+from anglecurate.scoring.config import ScoreConfig
+from anglecurate.scoring.pipeline import plan, prepare_rows
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -80,7 +80,7 @@ def assert_matches_naive(ranked: pl.DataFrame, naive: dict, tol: float) -> None:
 def killed_after(writes: int):
     """Make the run raise KeyboardInterrupt (a kill between chunks) once ``writes`` chunk
     files are written; yields the list of chunk indices written."""
-    from anglecurate.score.store import OutputDir
+    from anglecurate.scoring.store import OutputDir
 
     original = OutputDir.write_chunk
     written: list[int] = []

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from anglecurate.lock import LOCK_NAME
-from anglecurate.score.store import OutputDir
+from anglecurate.scoring.store import OutputDir
 
 from .helpers import read_ranked, run_cli
 

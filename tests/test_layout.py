@@ -53,16 +53,16 @@ def test_no_module_imports_itself_back():
 
 
 def test_the_kernel_does_not_import_its_dispatcher():
-    kernel = _imports(ROOT / "score" / "angles" / "kernel.py", {"anglecurate.score.angles.dispatch"})
+    kernel = _imports(ROOT / "scoring" / "angles" / "kernel.py", {"anglecurate.scoring.angles.dispatch"})
     assert not kernel
 
 
 def test_public_import_paths_name_the_adapters():
     verl = importlib.import_module("anglecurate.verl")  # pkg://anglecurate.verl in verl configs
     trl = importlib.import_module("anglecurate.trl")
-    from anglecurate.schedule import curriculum
-    from anglecurate.schedule import trl as trl_adapter
-    from anglecurate.schedule import verl as verl_adapter
+    from anglecurate.scheduling import curriculum
+    from anglecurate.scheduling import trl as trl_adapter
+    from anglecurate.scheduling import verl as verl_adapter
 
     assert verl.GainRLSampler is verl_adapter.GainRLSampler
     assert trl.GainRLGRPOTrainer is trl_adapter.GainRLGRPOTrainer

@@ -124,8 +124,8 @@ def score(
 
     from anglecurate.progress import ScoreProgress
     from anglecurate.scale.shard import launcher_shard, parse_shard
-    from anglecurate.score.config import ScoreConfig
-    from anglecurate.score.pipeline import score as run_score
+    from anglecurate.scoring.config import ScoreConfig
+    from anglecurate.scoring.pipeline import score as run_score
 
     if devices is not None:
         if shard is not None or engine is Engine.ray:
@@ -207,7 +207,7 @@ def _report(result, quiet: bool, json_out: bool) -> None:
 
 def _score_on_devices(devices: str, out: Path, quiet: bool, json_out: bool) -> None:
     from anglecurate.scale.launch import parse_devices, run_shards
-    from anglecurate.score.merge import merge
+    from anglecurate.scoring.merge import merge
 
     failed = [r for r in run_shards(sys.argv[1:], parse_devices(devices)) if r[1] != 0]
     if failed:
@@ -225,7 +225,7 @@ def merge_shards(
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
     """Build the global ranking and manifest of a sharded run once every shard finished."""
-    from anglecurate.score.merge import merge
+    from anglecurate.scoring.merge import merge
 
     with _interruptible("the earlier ranking is kept"):
         result = merge(out)
@@ -247,7 +247,7 @@ def rank(
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
     """Rank a scored folder again from its stored per-layer values, in seconds, without the model."""
-    from anglecurate.score.merge import choose, rerank
+    from anglecurate.scoring.merge import choose, rerank
 
     given = {"metric": metric and metric.value, "layer": layer, "w_intra": w_intra, "w_inter": w_inter}
     given |= {"length_control": length_control, "nan_policy": nan_policy and nan_policy.value}
@@ -325,7 +325,7 @@ def report(
     sample: int = typer.Option(None, help="Most points drawn in a scatter plot (default: 20,000)."),
 ) -> None:
     """Write a self-contained HTML report (and its figures as PNG) of a ranking."""
-    from anglecurate.report.write import write_report
+    from anglecurate.reporting.write import write_report
 
     with _interruptible("an earlier report is kept"):
         result = write_report(ranking, out, by, sample)
@@ -346,8 +346,8 @@ def inspect(
     from rich.console import Console
 
     from anglecurate.cli.display import print_inspect
-    from anglecurate.score.config import ScoreConfig
-    from anglecurate.score.pipeline import inspect_row
+    from anglecurate.scoring.config import ScoreConfig
+    from anglecurate.scoring.pipeline import inspect_row
 
     cfg = ScoreConfig(
         model=model,
@@ -411,7 +411,7 @@ def schedule(
     """Draw epochs from a ranking into a schedule folder, with trainer exports."""
     if ctx.invoked_subcommand is not None:
         return
-    from anglecurate.schedule.epochs import ScheduleConfig, create_schedule
+    from anglecurate.scheduling.epochs import ScheduleConfig, create_schedule
 
     if ranking is None or out is None or per_epoch is None:
         raise UserError("anglecurate schedule needs --ranking, --out and --per-epoch")
@@ -448,7 +448,7 @@ def schedule_update(
     reward_max: float = typer.Option(1.0, help="Reward that means 'right' (normalised to 1)."),
 ) -> None:
     """Apply one epoch's training feedback and append the next epoch."""
-    from anglecurate.schedule.epochs import update_schedule
+    from anglecurate.scheduling.epochs import update_schedule
 
     with _interruptible("the schedule is as it was before this update"):
         new, info = update_schedule(schedule_dir, feedback, reward_min, reward_max)

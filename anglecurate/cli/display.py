@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from anglecurate.score.ranking import RankChoice
-from anglecurate.score.segments import Segmented
+from anglecurate.scoring.ranking import RankChoice
+from anglecurate.scoring.segments import Segmented
 
 SEGMENT_STYLES = {"prefix": "bold blue", "question": "bold green", "suffix": "bold magenta"}
 
@@ -54,7 +54,7 @@ def _excerpt(value, width: int = 90) -> str:
 
 def read_ranking_ends(out: Path, n: int) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
     """The manifest and the first and last ``n`` ranked rows, reading only what is needed."""
-    from anglecurate.score.store import OutputDir
+    from anglecurate.scoring.store import OutputDir
 
     manifest, parts = OutputDir(out).ranked_parts()
     if not parts:

@@ -1,6 +1,6 @@
 """Dataset readers: JSON array, JSONL (optionally gzipped) and Parquet, read in row chunks.
 
-Only this module and :mod:`anglecurate.score.store` touch data files. A reader knows its schema,
+Only this module and :mod:`anglecurate.scoring.store` touch data files. A reader knows its schema,
 row count and content fingerprint up front and yields fixed row ranges (chunk i covers rows
 [i*C, (i+1)*C)), so a resumed run can skip finished chunks and memory stays bounded by the
 chunk size. Parquet is sliced lazily by row group and JSONL is streamed line by line; a

@@ -28,8 +28,8 @@ from anglecurate.evidence import analysis
 from anglecurate.evidence.stats import split_halves, stratified_sample
 from anglecurate.lock import exclusive_writer
 from anglecurate.progress import ScoreProgress
-from anglecurate.score.ranking import RankChoice, floats
-from anglecurate.score.store import OutputDir, atomic_write_json, atomic_write_parquet
+from anglecurate.scoring.ranking import RankChoice, floats
+from anglecurate.scoring.store import OutputDir, atomic_write_json, atomic_write_parquet
 
 ANSWER_FIELDS = ("answer", "solution", "reward_model.ground_truth", "extra_info.answer")
 DIFFICULTY_FIELDS = ("difficulty", "level")
@@ -147,8 +147,13 @@ def _measure(cfg: ValidateConfig, out: OutputDir, run: dict, rows: pl.DataFrame,
         resolve_dtype,
         resolve_source,
     )
-    from anglecurate.score.prompt import PromptConfig, PromptRenderer, build_conversation, read_chat_template
-    from anglecurate.score.segments import Segmenter, SkipReason, truncate
+    from anglecurate.scoring.prompt import (
+        PromptConfig,
+        PromptRenderer,
+        build_conversation,
+        read_chat_template,
+    )
+    from anglecurate.scoring.segments import Segmenter, SkipReason, truncate
 
     source = resolve_source(run["model"]["path"])
     config = load_config(source)

@@ -19,9 +19,9 @@ import time
 from anglecurate.errors import UserError
 from anglecurate.lock import exclusive_writer
 from anglecurate.progress import ScoreProgress
-from anglecurate.score.config import ScoreConfig
-from anglecurate.score.merge import ScoreResult, complete, run_timing
-from anglecurate.score.store import OutputDir
+from anglecurate.scoring.config import ScoreConfig
+from anglecurate.scoring.merge import ScoreResult, complete, run_timing
+from anglecurate.scoring.store import OutputDir
 
 
 class ChunkScorer:
@@ -31,8 +31,8 @@ class ChunkScorer:
         from contextlib import ExitStack
 
         from anglecurate.model.load import load_model
-        from anglecurate.score.capture import angle_capture
-        from anglecurate.score.pipeline import plan
+        from anglecurate.scoring.capture import angle_capture
+        from anglecurate.scoring.pipeline import plan
 
         self.cfg = cfg
         self.p = p = plan(cfg)
@@ -44,7 +44,7 @@ class ChunkScorer:
         self.out = OutputDir(cfg.out)
 
     def __call__(self, batch: dict) -> dict:
-        from anglecurate.score.pipeline import score_chunk
+        from anglecurate.scoring.pipeline import score_chunk
 
         rows, scored_rows, tokens = [], [], []
         n_chunks = -(-self.p.dataset.num_rows // self.cfg.chunk_rows)
@@ -79,7 +79,7 @@ def score_on_ray(
 
 def _score_on_ray(ray, cfg: ScoreConfig, out: OutputDir, num_workers, address, progress) -> ScoreResult:
     from anglecurate.manifest import device_info
-    from anglecurate.score.pipeline import open_run, start_run
+    from anglecurate.scoring.pipeline import open_run, start_run
 
     p, finished = open_run(cfg, out)
     if finished is not None:

@@ -7,8 +7,8 @@ import torch
 
 from anglecurate.errors import UserError
 from anglecurate.model.load import load_config, load_model, resolve_dtype, resolve_source
-from anglecurate.score.config import parse_layers
-from anglecurate.score.ranking import RankChoice
+from anglecurate.scoring.config import parse_layers
+from anglecurate.scoring.ranking import RankChoice
 
 from ..conftest import build_tiny_model
 
@@ -25,7 +25,7 @@ def test_layers_and_mlps_found_by_structure(tmp_path, family):
 
 
 def test_stop_early_skips_the_layers_above(tmp_path):
-    from anglecurate.score.capture import Batch, angle_capture
+    from anglecurate.scoring.capture import Batch, angle_capture
 
     path = build_tiny_model("llama", 300, tmp_path / "m")
     source = resolve_source(str(path))

@@ -13,10 +13,10 @@ import pytest
 
 from anglecurate.errors import UserError
 from anglecurate.scale.shard import Shard, launcher_shard, parse_shard
-from anglecurate.score.config import ScoreConfig
-from anglecurate.score.merge import merge
-from anglecurate.score.pipeline import score
-from anglecurate.score.store import OutputDir
+from anglecurate.scoring.config import ScoreConfig
+from anglecurate.scoring.merge import merge
+from anglecurate.scoring.pipeline import score
+from anglecurate.scoring.store import OutputDir
 
 from ..helpers import killed_after, read_ranked, run_cli
 

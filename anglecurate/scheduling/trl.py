@@ -1,0 +1,114 @@
+"""TRL adapter: GAIN-RL's closed loop inside an unmodified ``trl.GRPOTrainer``.
+
+Open loop needs no code: train on ``S/trl.parquet`` (``--export trl``) with
+``GRPOConfig(shuffle_dataset=False, num_train_epochs=1)``. For the closed loop::
+
+    curriculum = Curriculum("S", dataset["uid"], reward_max=1.0)
+    trainer = GainRLGRPOTrainer(
+        model=..., args=GRPOConfig(num_train_epochs=E, ...), train_dataset=dataset,  # S/rows.parquet
+        reward_funcs=[track(curriculum, accuracy_reward), format_reward], curriculum=curriculum,
+    )
+
+``GainRLGRPOTrainer`` only overrides ``_get_train_sampler`` (GRPO's ``RepeatSampler``
+grouping, over the curriculum's epoch instead of a permutation) and the two checkpoint
+hooks TRL itself uses for extra state. Each trainer epoch is one GAIN-RL epoch: the
+trainer's ``set_epoch`` names it, so a resumed run replays the same examples. ``track``
+wraps the reward function that measures correctness; its rewards are the epoch's accuracy.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+from torch.utils.data import Sampler
+
+try:
+    from trl import GRPOTrainer
+except ImportError as exc:  # an optional extra: say which
+    raise ImportError("anglecurate.trl needs TRL: pip install 'anglecurate[trl]'") from exc
+
+from anglecurate.errors import UserError
+from anglecurate.scheduling.curriculum import Curriculum
+
+STATE_FILE = "anglecurate_curriculum.json"
+
+
+class EpochRepeatSampler(Sampler[int]):
+    """GRPO's ``RepeatSampler`` over a curriculum epoch: chunks of ``batch_size`` prompts,
+    each chunk ``repeat_count`` times, each prompt ``mini_repeat_count`` times in a row."""
+
+    def __init__(self, curriculum: Curriculum, mini_repeat_count: int, batch_size: int, repeat_count: int):
+        if curriculum.per_epoch % batch_size:
+            raise UserError(
+                f"the schedule's per-epoch size {curriculum.per_epoch} is not a multiple of the {batch_size} "
+                f"prompts GRPO draws per generation; redraw it with --batch-multiple {batch_size}"
+            )
+        self.curriculum = curriculum
+        self.mini_repeat_count = mini_repeat_count
+        self.batch_size = batch_size
+        self.repeat_count = repeat_count
+        self.epoch = 0  # the epoch the next pass yields
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each epoch, also the first one after a resume."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1  # without set_epoch: consecutive passes
+        indices = self.curriculum.epoch_indices(epoch).tolist()
+        for start in range(0, len(indices), self.batch_size):
+            chunk = indices[start : start + self.batch_size]
+            for _ in range(self.repeat_count):
+                for index in chunk:
+                    for _ in range(self.mini_repeat_count):
+                        yield index
+
+    def __len__(self) -> int:
+        return self.curriculum.per_epoch * self.mini_repeat_count * self.repeat_count
+
+
+def track(curriculum: Curriculum, reward_func):
+    """``reward_func``, recording its rewards as the curriculum's accuracy feedback."""
+
+    @functools.wraps(reward_func)  # TRL names the reward's logs after __name__
+    def tracked(*args, **kwargs):
+        rewards = reward_func(*args, **kwargs)
+        curriculum.record(rewards)
+        return rewards
+
+    return tracked
+
+
+class GainRLGRPOTrainer(GRPOTrainer):
+    """``GRPOTrainer`` whose training order comes from a GAIN-RL ``Curriculum``."""
+
+    def __init__(self, *args, curriculum: Curriculum, **kwargs):
+        self.curriculum = curriculum
+        super().__init__(*args, **kwargs)
+        if self.train_dataset is not None and len(self.train_dataset) <= int(curriculum.indices.max()):
+            raise UserError("the curriculum was built for a larger dataset than train_dataset")
+
+    def _get_train_sampler(self, dataset=None) -> Sampler:
+        # The same grouping arguments as GRPOTrainer's own RepeatSampler.
+        return EpochRepeatSampler(
+            self.curriculum,
+            mini_repeat_count=self.num_generations,
+            batch_size=self.args.generation_batch_size // self.num_generations,
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+        )
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            with open(os.path.join(folder, STATE_FILE), "w") as f:
+                json.dump(self.curriculum.state_dict(), f)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, STATE_FILE) if checkpoint else None
+        if path and os.path.exists(path):
+            with open(path) as f:
+                self.curriculum.load_state_dict(json.load(f))

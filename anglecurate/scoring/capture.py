@@ -1,0 +1,164 @@
+"""Angle capture: forward hooks on the MLP inputs of the scored layers.
+
+Each hook reduces its layer's MLP input to per-segment sums the moment it is produced (one
+fused reduction, see :mod:`anglecurate.scoring.angles.unit_sums`), so nothing of shape [tokens, d] outlives
+its layer. The hook on the deepest scored layer then stops the forward: the layers above it,
+the final norm and the LM head never run. Hooks live in a context manager that always
+removes them, whatever happens inside.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from anglecurate.model.layers import LoadedModel
+from anglecurate.scoring.angles.dispatch import kernel_backend, reduce_segments
+from anglecurate.scoring.angles.unit_sums import angles_from_sums
+from anglecurate.scoring.gainrl_reference import ReferenceSpec, gainrl_reference_values
+
+
+class _StopForward(Exception):
+    """Raised by the deepest hook to end the forward pass early; caught by the caller."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of P prompts, padded ([P, T], right padding) or packed ([1, T] with
+    ``position_ids`` restarting at 0 for each prompt and no attention mask).
+
+    input_ids: [B, T] int64. attention_mask: [B, T] int64, or None when packed.
+    position_ids: [1, T] int64 when packed, else None.
+    starts, ends: [P * 2] int64 token ranges in the flattened [B * T] tokens: prompt p's
+        prefix is range 2p, its question range 2p + 1.
+    segment_masks: [P, 2, T] float32 (padded batches only): the same ranges as masks.
+    lengths: [P] int64 tokens of each prompt (prefix, question and suffix), which starts
+        at ``starts[2p]``; read by the authors' metric only.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None
+    starts: torch.Tensor
+    ends: torch.Tensor
+    segment_masks: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """[P, 2] prefix and question token counts."""
+        return (self.ends - self.starts).view(-1, 2).to(torch.float32)
+
+
+@dataclass(frozen=True)
+class DeviceSegments:
+    """A batch's segments on the model's device, in the form the chosen reduction reads:
+    ``plan`` (Triton), ``masks`` (padded, PyTorch) or ``starts``/``ends`` (packed, PyTorch)."""
+
+    starts: torch.Tensor
+    ends: torch.Tensor
+    masks: torch.Tensor | None = None
+    plan: object | None = None
+
+    @classmethod
+    def for_batch(cls, batch: Batch, device: torch.device) -> DeviceSegments:
+        if kernel_backend(device) == "triton":
+            from anglecurate.scoring.angles.kernel import SegmentPlan
+
+            return cls(batch.starts, batch.ends, plan=SegmentPlan.build(batch.starts, batch.ends, device))
+        masks = batch.segment_masks.to(device, non_blocking=True) if batch.segment_masks is not None else None
+        return cls(batch.starts.to(device), batch.ends.to(device), masks=masks)
+
+
+class AngleCapture:
+    """Runs batches through the base model and returns per-layer angle concentrations."""
+
+    def __init__(self, model: LoadedModel, layer_indices: list[int], reference: ReferenceSpec | None = None):
+        self.model = model
+        self.layer_indices = sorted(layer_indices)
+        self.reference = reference
+        self._batch: Batch | None = None
+        self._segments: DeviceSegments | None = None
+        self._sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._reference: torch.Tensor | None = None
+
+    def _hook(self, layer: int, is_deepest: bool):
+        def hook(_module, args, kwargs):
+            hidden = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
+            self._sums[layer] = reduce_segments(hidden, self._segments)
+            if self.reference is not None and layer == self.reference.layer:
+                self._reference = self._reference_values(hidden)
+            if is_deepest:
+                raise _StopForward
+
+        return hook
+
+    def _reference_values(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The authors' per-prompt value over each prompt's tokens: [P] float64."""
+        batch, spec = self._batch, self.reference
+        starts = batch.starts[0::2].tolist()
+        lengths = batch.lengths.tolist()
+        n_prefix = (batch.ends[0::2] - batch.starts[0::2]).tolist()
+        n_suffix = (batch.starts[0::2] + batch.lengths - batch.ends[1::2]).tolist()
+        prefixes = n_prefix if spec.prefix is None else [spec.prefix] * len(starts)
+        suffixes = n_suffix if spec.suffix is None else [spec.suffix] * len(starts)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        return gainrl_reference_values(flat, starts, lengths, prefixes, suffixes)
+
+    @torch.inference_mode()
+    def run(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Forward one batch; returns (c_intra, c_inter), each [P, n_layers] float64 on CPU,
+        and the authors' value [P] float64 when ``reference`` is set (else None)."""
+        device = self.model.device
+        self._batch = batch
+        self._segments = DeviceSegments.for_batch(batch, device)
+        self._sums = {}
+        self._reference = None
+        inputs = {"input_ids": batch.input_ids.to(device, non_blocking=True), "use_cache": False}
+        if batch.attention_mask is not None:
+            inputs["attention_mask"] = batch.attention_mask.to(device, non_blocking=True)
+        if batch.position_ids is not None:  # packed: transformers masks each prompt off
+            inputs["position_ids"] = batch.position_ids.to(device, non_blocking=True)
+        try:
+            self.model.base(**inputs)
+        except _StopForward:
+            pass
+        finally:
+            self._segments = None
+            self._batch = None
+        if len(self._sums) != len(self.layer_indices):
+            raise RuntimeError("a scored layer's hook did not run; the model skipped layers")
+        sums = torch.stack([self._sums[i][0] for i in self.layer_indices], dim=1)  # [P, L, 2, d]
+        sq = torch.stack([self._sums[i][1] for i in self.layer_indices], dim=1)  # [P, L, 2]
+        counts = batch.counts.to(sums.device).unsqueeze(1)  # [P, 1, 2]
+        c_intra, c_inter = angles_from_sums(
+            sums[..., 0, :], sums[..., 1, :], sq[..., 1], counts[..., 0], counts[..., 1]
+        )
+        self._sums = {}
+        return c_intra.cpu(), c_inter.cpu(), self._reference
+
+
+@contextmanager
+def angle_capture(
+    model: LoadedModel,
+    layer_indices: list[int],
+    reference: ReferenceSpec | None = None,
+    stop_early: bool = True,
+):
+    """Register the hooks for ``layer_indices``; yield an :class:`AngleCapture`; remove them.
+    With ``reference``, its layer's hook also computes the authors' per-prompt value."""
+    capture = AngleCapture(model, layer_indices, reference)
+    deepest = max(capture.layer_indices)
+    handles = [
+        model.mlps[i].register_forward_pre_hook(
+            capture._hook(i, stop_early and i == deepest), with_kwargs=True
+        )
+        for i in capture.layer_indices
+    ]
+    try:
+        yield capture
+    finally:
+        for handle in handles:
+            handle.remove()

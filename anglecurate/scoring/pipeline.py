@@ -1,0 +1,386 @@
+"""`anglecurate score`, stage by stage.
+
+    dataset  -> rows in chunks             (anglecurate.data.dataset)
+    prompt   -> chat text + question span  (anglecurate.scoring.prompt)
+    segments -> token ids + segment spans  (anglecurate.scoring.segments)
+    batching -> padded length buckets      (anglecurate.scoring.batching)
+    capture  -> per-layer c_intra, c_inter (anglecurate.scoring.capture, anglecurate.scoring.angles.unit_sums)
+    store    -> chunk files, global ranking, manifest (anglecurate.scoring.store)
+
+Options, the data file and its columns, the model config, the tokenizer and the output
+folder are all checked before the weights load, and nothing in ``OUT`` is touched before
+then. A malformed row is found when its chunk is read; if nothing was scored yet, the run
+leaves no trace.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+from anglecurate.builtin import resolve_data
+from anglecurate.data.dataset import Dataset, open_dataset, prompt_kind
+from anglecurate.errors import UserError
+from anglecurate.lock import exclusive_writer
+from anglecurate.manifest import device_info, same_run
+from anglecurate.model.load import (
+    DTYPE_NAMES,
+    ModelSource,
+    config_hash,
+    load_config,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    resolve_source,
+)
+from anglecurate.progress import ScoreProgress
+from anglecurate.scale.shard import Shard
+from anglecurate.scoring.batching import collate, collate_packed, plan_batches, plan_packed
+from anglecurate.scoring.capture import AngleCapture, angle_capture
+from anglecurate.scoring.config import ScoreConfig, batch_budget, parse_layers
+from anglecurate.scoring.gainrl_reference import ReferenceSpec
+from anglecurate.scoring.merge import ScoreResult, complete, rerank, run_timing
+from anglecurate.scoring.prompt import (
+    InvalidRow,
+    PromptConfig,
+    PromptRenderer,
+    build_conversation,
+    load_prompt_config,
+    read_chat_template,
+)
+from anglecurate.scoring.ranking import RankChoice
+from anglecurate.scoring.segments import Segmented, Segmenter, SkipReason, truncate
+from anglecurate.scoring.store import RESERVED_COLUMNS, ROW, SCORED, STATUS, OutputDir
+
+
+@dataclass
+class _Plan:
+    """Resolved, validated inputs of a run (before any model weights are loaded)."""
+
+    dataset: Dataset
+    kind: str
+    prompt_config: PromptConfig
+    renderer: PromptRenderer
+    segmenter: Segmenter
+    layers: list[int]
+    choice: RankChoice
+    reference: ReferenceSpec | None
+    run: dict
+    source: ModelSource
+    model_config: object
+    device: torch.device
+    dtype: torch.dtype
+    pad_id: int
+    batch_tokens: int
+    shard: Shard
+
+
+def plan(cfg: ScoreConfig) -> _Plan:
+    cfg.validate()
+    dataset = open_dataset(resolve_data(cfg.data))
+    kind = prompt_kind(dataset, cfg.field)
+    if cfg.id_field is not None and cfg.id_field not in dataset.schema:
+        raise UserError(
+            f"{dataset.path} has no column {cfg.id_field!r}; pass --id-field with one of {dataset.columns}"
+        )
+    clash = sorted(RESERVED_COLUMNS.intersection(dataset.columns) - {cfg.id_field})
+    if clash:
+        raise UserError(
+            f"{dataset.path} already has columns {clash} that anglecurate writes; "
+            "rename or drop them (or pass --id-field uid to use 'uid' as the id)"
+        )
+    prompt_config = load_prompt_config(cfg.prompt_config)
+    template = read_chat_template(cfg.chat_template)
+    source = resolve_source(cfg.model)
+    model_config = load_config(source, cfg.trust_remote_code)
+    num_layers = model_config.num_hidden_layers
+    layers = parse_layers(cfg.layers, num_layers)
+    choice = cfg.choice.resolved(layers, num_layers)
+    reference = None
+    if choice.metric == "gainrl-reference":
+        reference = ReferenceSpec(choice.layer, cfg.ref_prefix, cfg.ref_suffix)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, model_config, device)
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    renderer = PromptRenderer(tokenizer, template)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    run = {
+        "model": {
+            "path": str(source.path),
+            "model_type": model_config.model_type,
+            "config_hash": config_hash(model_config),
+            "num_layers": num_layers,
+            "dtype": DTYPE_NAMES.get(dtype, str(dtype)),
+        },
+        "tokenizer": {"chat_template_hash": renderer.template_hash},
+        "prompt": prompt_config.to_dict(),
+        "dataset": {
+            "path": str(dataset.path.resolve()),
+            "format": dataset.format,
+            "fingerprint": dataset.fingerprint,
+            "rows": dataset.num_rows,
+            "field": cfg.field,
+            "kind": kind,
+            "id_field": cfg.id_field,
+        },
+        "layers": layers,
+        # The authors' value is computed while scoring (it needs every token), so its layer
+        # and P, S are scoring options; the ranking choice is not (see same_run).
+        "reference": None
+        if reference is None
+        else {"layer": reference.layer, "prefix": cfg.ref_prefix, "suffix": cfg.ref_suffix},
+        "ranking": choice.to_dict(),
+        "max_length": cfg.max_length,
+        "on_long": cfg.on_long,
+        "skip_invalid": cfg.skip_invalid,
+        "chunk_rows": cfg.chunk_rows,
+        "shard_rows": cfg.shard_rows,
+        "shards": cfg.shard.count,
+    }
+    return _Plan(
+        dataset=dataset,
+        kind=kind,
+        prompt_config=prompt_config,
+        renderer=renderer,
+        segmenter=Segmenter(tokenizer),
+        layers=layers,
+        choice=choice,
+        reference=reference,
+        run=run,
+        source=source,
+        model_config=model_config,
+        device=device,
+        dtype=dtype,
+        pad_id=pad_id,
+        batch_tokens=batch_budget(cfg.max_batch_tokens, device.type),
+        shard=cfg.shard,
+    )
+
+
+def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResult:
+    """Score ``cfg.data`` with ``cfg.model`` into ``cfg.out``; resumes an unfinished run.
+
+    With ``cfg.shard`` = i/N only shard i's rows are scored; the shard that completes the
+    set builds the global ranking (see :func:`merge`)."""
+    progress = progress or ScoreProgress(enabled=False)
+    out = OutputDir(cfg.out)
+    with exclusive_writer(out.root, lock=cfg.shard.whole):  # shards share OUT by design
+        return _score(cfg, out, progress)
+
+
+def _score(cfg: ScoreConfig, out: OutputDir, progress: ScoreProgress) -> ScoreResult:
+    p, finished = open_run(cfg, out)
+    if finished is not None:
+        return finished
+    shard = cfg.shard
+    model = load_model(
+        p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code, cfg.attn_implementation
+    )
+    done, done_rows = start_run(cfg, p, out)
+    t0 = time.perf_counter()
+    tokens = 0
+    rows_scored_now = 0
+    try:
+        with angle_capture(model, p.layers, p.reference) as capture:
+            label = "scoring" if shard.whole else f"shard {shard}"
+            progress.start(label, total=p.dataset.num_rows, completed=done_rows)
+            for index, frame in p.dataset.iter_chunks(cfg.chunk_rows, skip=done):
+                scored, n_tokens, n_mine = score_chunk(index, frame, cfg, p, capture, progress)
+                out.write_chunk(index, scored, shard.tag)
+                tokens += n_tokens
+                rows_scored_now += n_mine
+    except UserError:
+        # A bad row found before anything was scored leaves no trace, so the fixed data can
+        # be scored into the same folder; finished chunks are kept for a resume otherwise.
+        # (Shards keep the folder: another shard may be starting in it right now.)
+        if shard.whole and not out.chunk_files():
+            out.discard_empty_start()
+        raise
+    timing = run_timing(time.perf_counter() - t0, rows_scored_now, tokens)
+    return complete(out, p.shard, p.run, p.dataset.columns, timing, device_info(p.device), len(done))
+
+
+def open_run(cfg: ScoreConfig, out: OutputDir) -> tuple[_Plan, ScoreResult | None]:
+    """Plan the run and check ``out`` against it; the result is set when ``out`` already
+    holds this run, finished."""
+    shard = cfg.shard
+    if cfg.overwrite and not shard.whole:
+        raise UserError(
+            "--overwrite would delete the other shards' work; empty OUT first, then run the shards"
+        )
+    p = plan(cfg)
+    previous = out.previous_run()
+    if previous is not None and not cfg.overwrite:
+        changed = same_run(previous, p.run)
+        if changed:
+            raise UserError(
+                f"{out.root} holds a run with different {', '.join(changed)}; pass "
+                "--overwrite to replace it or choose another --out"
+            )
+        manifest = out.read_manifest()
+        if manifest is not None:
+            out.cleanup_finished()
+            if RankChoice.from_dict(manifest["ranking"]) != p.choice:  # only the ranking differs
+                return p, rerank(out.root, p.choice)
+            return p, ScoreResult(str(out.root), "already complete", manifest)
+    elif previous is None and out.is_foreign() and not cfg.overwrite:
+        raise UserError(
+            f"{out.root} is not empty and holds no anglecurate run; choose an empty "
+            "or new --out folder (or pass --overwrite)"
+        )
+    if cfg.id_field is not None:
+        dupes = p.dataset.duplicates(cfg.id_field)
+        if dupes:
+            raise UserError(
+                f"--id-field {cfg.id_field} has repeated values (e.g. {dupes}); pick "
+                "a unique id column or omit --id-field to use the row index"
+            )
+
+    return p, None
+
+
+def start_run(cfg: ScoreConfig, p: _Plan, out: OutputDir) -> tuple[set[int], int]:
+    """Claim ``out`` for this run (clearing it on --overwrite); returns the chunks this
+    process already finished and the input rows they cover, for the resume."""
+    if cfg.overwrite:
+        out.clear()
+    out.start(p.run, cfg.shard.tag)
+    n_chunks = -(-p.dataset.num_rows // cfg.chunk_rows)
+    done = out.done_chunks(cfg.shard.tag) & set(range(n_chunks))
+    done_rows = sum(min(cfg.chunk_rows, p.dataset.num_rows - i * cfg.chunk_rows) for i in done)
+    return done, done_rows
+
+
+def score_chunk(
+    index: int,
+    frame: pl.DataFrame,
+    cfg: ScoreConfig,
+    p: _Plan,
+    capture: AngleCapture,
+    progress: ScoreProgress,
+) -> tuple[pl.DataFrame, int, int]:
+    """Score this shard's rows of chunk ``index``: (chunk file frame, tokens, rows scored)."""
+    rows = np.arange(index * cfg.chunk_rows, index * cfg.chunk_rows + frame.height)
+    if cfg.shard.whole:  # no per-row hashing or frame copy for an unsharded run
+        scored, n_tokens = _score_chunk(frame, rows, cfg, p, capture, progress)
+        return scored, n_tokens, frame.height
+    mine = cfg.shard.mask(_uids(frame, rows, cfg))
+    progress.advance(frame.height - int(mine.sum()))  # other shards' rows
+    scored, n_tokens = _score_chunk(frame.filter(mine), rows[mine], cfg, p, capture, progress)
+    return scored, n_tokens, int(mine.sum())
+
+
+def _uids(frame: pl.DataFrame, rows: np.ndarray, cfg: ScoreConfig) -> list:
+    """The uid of each row: the --id-field value, or the global row index."""
+    return frame[cfg.id_field].to_list() if cfg.id_field else rows.tolist()
+
+
+def prepare_rows(
+    frame: pl.DataFrame, rows: np.ndarray, cfg: ScoreConfig, p: _Plan
+) -> tuple[list, list[str], dict[int, Segmented]]:
+    """Rows of one chunk (global indices ``rows``) to (uids, status per row, {row: Segmented}
+    for rows to score); dict keys are positions within ``frame``."""
+    n = frame.height
+    values = frame[cfg.field].to_list()
+    uids = _uids(frame, rows, cfg)
+    status = [SCORED] * n
+    rendered, rendered_rows = [], []
+    for row, value in enumerate(values):
+        try:
+            if uids[row] is None:
+                raise InvalidRow(f"--id-field {cfg.id_field} is null")
+            messages, q_index = build_conversation(value, p.prompt_config)
+            rendered.append(p.renderer.render(messages, q_index))
+            rendered_rows.append(row)
+        except InvalidRow as exc:
+            if not cfg.skip_invalid:
+                raise UserError(
+                    f"{p.dataset.path} row {rows[row]}: {exc}; fix the row or pass "
+                    "--skip-invalid to skip such rows"
+                ) from exc
+            status[row] = SkipReason.INVALID.value
+    segmented = {}
+    for row, seg in zip(rendered_rows, p.segmenter(rendered), strict=True):
+        result = truncate(seg, cfg.max_length, cfg.on_long)
+        if isinstance(result, SkipReason):
+            status[row] = result.value
+        else:
+            segmented[row] = result
+    return uids, status, segmented
+
+
+def _score_chunk(
+    frame: pl.DataFrame,
+    global_rows: np.ndarray,
+    cfg: ScoreConfig,
+    p: _Plan,
+    capture: AngleCapture,
+    progress: ScoreProgress,
+) -> tuple[pl.DataFrame, int]:
+    """Score one chunk of rows; returns the chunk with score columns and its token count."""
+    n = frame.height
+    uids, status, segmented = prepare_rows(frame, global_rows, cfg, p)
+    n_layers = len(p.layers)
+    intra = np.full((n, n_layers), np.nan, dtype=np.float32)
+    inter = np.full((n, n_layers), np.nan, dtype=np.float32)
+    lengths = np.zeros((n, 3), dtype=np.int32)
+    reference = np.full(n, np.nan) if p.reference is not None else None  # None: not computed
+    rows = list(segmented)
+    tokens = 0
+    planner = plan_packed if cfg.packed else plan_batches
+    for batch_rows in planner([segmented[r].n_tokens for r in rows], p.batch_tokens):
+        members = [rows[i] for i in batch_rows]
+        items = [segmented[r] for r in members]
+        batch = collate_packed(items) if cfg.packed else collate(items, p.pad_id)
+        c_intra, c_inter, values = capture.run(batch)
+        intra[members] = c_intra.numpy()
+        inter[members] = c_inter.numpy()
+        if reference is not None:
+            reference[members] = values.numpy()
+        batch_tokens = sum(s.n_tokens for s in items)
+        tokens += batch_tokens
+        progress.advance(len(members), batch_tokens)
+    for r, s in segmented.items():
+        lengths[r] = (s.n_tokens, s.n_prefix, s.n_question)
+    progress.advance(n - len(segmented))
+
+    # The score, rank and rank-layer columns are the ranking stage's (anglecurate.scoring.ranking).
+    uid = frame[cfg.id_field].alias("uid") if cfg.id_field else pl.Series("uid", uids, pl.Int64)
+    new = [
+        uid,
+        pl.Series("c_intra_layers", intra).cast(pl.List(pl.Float32)),
+        pl.Series("c_inter_layers", inter).cast(pl.List(pl.Float32)),
+        pl.Series("gainrl_reference", reference if reference is not None else [None] * n, pl.Float64),
+        pl.Series("n_tokens", lengths[:, 0]),
+        pl.Series("n_prefix", lengths[:, 1]),
+        pl.Series("n_question", lengths[:, 2]),
+        pl.Series("truncated", [r in segmented and segmented[r].truncated for r in range(n)], pl.Boolean),
+        pl.Series(ROW, global_rows.astype(np.int64)),
+        pl.Series(STATUS, status, pl.String),
+    ]
+    return frame.with_columns(new), tokens
+
+
+def inspect_row(cfg: ScoreConfig, row: int):
+    """Render and segment one row as `score` would; returns (tokenizer, Segmented, uid)."""
+    p = plan(cfg)
+    if not 0 <= row < p.dataset.num_rows:
+        raise UserError(
+            f"--row {row} is out of range; {p.dataset.path} has "
+            f"{p.dataset.num_rows} rows (0..{p.dataset.num_rows - 1})"
+        )
+    chunk = row // cfg.chunk_rows
+    frame = next(f for i, f in p.dataset.iter_chunks(cfg.chunk_rows) if i == chunk)
+    record = frame.row(row - chunk * cfg.chunk_rows, named=True)
+    uid = record[cfg.id_field] if cfg.id_field else row
+    try:
+        messages, q_index = build_conversation(record[cfg.field], p.prompt_config)
+    except InvalidRow as exc:
+        raise UserError(f"{p.dataset.path} row {row}: {exc}") from exc
+    (seg,) = p.segmenter([p.renderer.render(messages, q_index)])
+    return p.segmenter.tokenizer, seg, uid

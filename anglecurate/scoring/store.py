@@ -1,0 +1,406 @@
+"""The output folder: atomic chunk checkpoints, resume, and the global ranking.
+
+Layout of ``OUT``::
+
+    manifest.json                 written last; its presence means the run is complete
+    ranked/part-00000.parquet     rows in rank order, ``shard_rows`` rows per part
+    skipped.parquet               rows that were not scored, with ``skip_reason`` (if any)
+    undefined.parquet             scored rows with a NaN score, under ``--nan-policy drop``
+    .anglecurate/run.json         the run's options, for resume and refusal (while running)
+    .anglecurate/chunks/          one Parquet file per scored chunk of input rows
+                                  (``chunk-00012.s1of4.parquet``: shard 1 of 4's rows of it)
+    .anglecurate/shards/s1of4.json  a finished shard's timing and device (sharded runs)
+    .anglecurate/finalize/, rank/   a ranking being built, swapped in by a COMMIT marker
+
+Every file is written to a temporary name and renamed into place, so a run killed at any
+moment leaves only whole files; a rerun skips the chunks that exist. The global sort never
+holds the dataset in memory: the ranking is computed from per-row keys alone (row index,
+question length, the ranking layer's two values), then each input file's rows are routed to the bucket of
+the output part they belong to, and each part is sorted from its bucket. Peak memory is one
+input file plus one part plus the keys. A re-rank (`anglecurate rank`) reads the ranked
+parts the same way and swaps the new ranking in atomically (see :meth:`OutputDir.commit`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from anglecurate.errors import UserError
+from anglecurate.faults import storage_error, storage_errors
+from anglecurate.lock import LOCK_NAME
+from anglecurate.scoring.ranking import RANK_COLUMNS, ROW, RankChoice, key_columns, rank_keys
+
+# Columns every ranked row carries before the dataset's own columns, in this order.
+SCORE_COLUMNS = (
+    "uid",
+    "row_index",
+    "rank",
+    "score",
+    "score_length_controlled",
+    "c_intra",
+    "c_inter",
+    "c_intra_layers",
+    "c_inter_layers",
+    "gainrl_reference",
+    "n_tokens",
+    "n_prefix",
+    "n_question",
+    "truncated",
+)
+SKIP_COLUMN = "skip_reason"
+STATUS = "_status"  # "scored" or a SkipReason value
+SCORED = "scored"
+SKIPPED = "skipped.parquet"
+UNDEFINED = "undefined.parquet"
+COMMIT = "COMMIT"
+
+
+class MergeInProgress(UserError):
+    """Another process is building this folder's ranking."""
+
+
+RESERVED_COLUMNS = frozenset(SCORE_COLUMNS) | {SKIP_COLUMN, ROW, STATUS}
+
+
+def write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path``; a storage fault is one line naming ``path``, and the
+    partial file is removed."""
+    try:
+        frame.write_parquet(path)
+    except BaseException as exc:
+        _remove(path)
+        _raise_storage_error(exc, path)
+        raise
+
+
+def atomic_write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda tmp: frame.write_parquet(tmp))
+
+
+def atomic_write_json(data: dict, path: Path) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary name and rename it into place: readers see the old file or
+    the new one, never half of one. ``write(tmp)`` writes the file at ``tmp``. On any
+    failure (a full disk, Ctrl-C) the temporary file is removed, and a storage fault becomes
+    one line naming ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        _remove(tmp)
+        _raise_storage_error(exc, path)
+        raise
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only folder holds no partial file to remove
+        path.unlink(missing_ok=True)
+
+
+def _raise_storage_error(exc: BaseException, path: Path) -> None:
+    err = storage_error(exc, path, exact=True)
+    if err is not None:
+        raise err from exc
+
+
+@dataclass(frozen=True)
+class RankingSummary:
+    parts: list[dict]  # [{"file": "ranked/part-00000.parquet", "rows": n}, ...]
+    scored: int
+    undefined_score: int  # NaN scores
+    dropped: int  # of those, left out of the ranking (nan_policy "drop")
+    skipped: dict[str, int]
+    truncated: int
+    length_fit: dict
+
+
+class OutputDir:
+    """One run's output folder (see module docstring for the layout)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--out {self.root} is a file; pass a folder path (it is created)")
+
+    # -- paths -----------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def work(self) -> Path:
+        return self.root / ".anglecurate"
+
+    @property
+    def run_path(self) -> Path:
+        return self.work / "run.json"
+
+    @property
+    def chunk_dir(self) -> Path:
+        return self.work / "chunks"
+
+    def chunk_path(self, index: int, tag: str = "") -> Path:
+        return self.chunk_dir / f"chunk-{index:05d}{'.' + tag if tag else ''}.parquet"
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.work / "shards"
+
+    # -- state -----------------------------------------------------------------------------
+    def read_manifest(self) -> dict | None:
+        self.recover()
+        return _read_json(self.manifest_path)
+
+    def ranked_parts(self) -> tuple[dict, list[Path]]:
+        """The finished run's manifest and its ranked part files, in rank order."""
+        manifest = self.read_manifest()
+        if manifest is None:
+            raise UserError(
+                f"{self.root} holds no finished ranking (no manifest.json); run "
+                f"`anglecurate score --out {self.root}` first (or let it finish)"
+            )
+        parts = [self.root / p["file"] for p in manifest["outputs"]["ranked"]]
+        missing = [str(p) for p in parts if not p.exists()]
+        if missing:
+            raise UserError(f"ranking {self.root} is incomplete: {missing[0]} is missing; rerun score")
+        return manifest, parts
+
+    def previous_run(self) -> dict | None:
+        """Options of the run this folder holds, finished or not; None for a fresh folder."""
+        run = _read_json(self.run_path)
+        if run is not None:
+            return run
+        manifest = self.read_manifest()
+        return manifest.get("run") if manifest else None
+
+    def is_foreign(self) -> bool:
+        """A non-empty folder that holds no anglecurate run."""
+        if not self.root.is_dir() or self.previous_run() is not None:
+            return False
+        return any(p.name != LOCK_NAME for p in self.root.iterdir())
+
+    def chunk_files(self) -> dict[tuple[int, str], Path]:
+        """Every finished chunk file, keyed by (chunk index, shard tag)."""
+        if not self.chunk_dir.is_dir():
+            return {}
+        files = {}
+        for path in self.chunk_dir.glob("chunk-*.parquet"):
+            name, _, tag = path.name.removesuffix(".parquet").partition(".")
+            files[int(name.split("-")[1]), tag] = path
+        return files
+
+    def done_chunks(self, tag: str = "") -> set[int]:
+        return {index for index, t in self.chunk_files() if t == tag}
+
+    def shard_markers(self) -> dict[str, dict]:
+        if not self.shard_dir.is_dir():
+            return {}
+        return {p.stem: _read_json(p) for p in self.shard_dir.glob("*.json")}
+
+    def write_shard_marker(self, tag: str, info: dict) -> None:
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(info, self.shard_dir / f"{tag}.json")
+
+    # -- writing ---------------------------------------------------------------------------
+    def clear(self) -> None:
+        """Remove every file this tool writes (for --overwrite); leave anything else."""
+        # validate's and report's outputs describe the old run, so they go with it.
+        for name in ("ranked", ".anglecurate", ".anglecurate-validate", "report"):
+            shutil.rmtree(self.root / name, ignore_errors=True)
+        for name in ("manifest.json", SKIPPED, UNDEFINED, "validate.json", "validate.parquet"):
+            (self.root / name).unlink(missing_ok=True)
+
+    def start(self, run: dict, tag: str = "") -> None:
+        with storage_errors(self.chunk_dir):
+            self.chunk_dir.mkdir(parents=True, exist_ok=True)
+        # Half-written files of a killed run; a shard removes only its own, since other
+        # shards may be writing into the same folder right now.
+        pattern = f".chunk-*.{tag}.parquet.tmp-*" if tag else ".*.tmp-*"
+        for stale in self.work.rglob(pattern):
+            stale.unlink(missing_ok=True)
+        atomic_write_json(run, self.run_path)
+
+    def discard_empty_start(self) -> None:
+        """Undo :meth:`start` when no chunk was written; remove OUT if it is left empty (the
+        writer lock removes a folder it created once it is released)."""
+        shutil.rmtree(self.work, ignore_errors=True)
+        if self.root.is_dir() and not any(self.root.iterdir()):
+            self.root.rmdir()
+
+    def write_chunk(self, index: int, frame: pl.DataFrame, tag: str = "") -> None:
+        atomic_write_parquet(frame, self.chunk_path(index, tag))
+
+    @contextmanager
+    def ranking_lock(self):
+        """Held while one process builds the ranking (the merge of a sharded run, a re-rank)."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        lock = self.work / "ranking.lock"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            raise MergeInProgress(
+                f"{self.root} is being ranked by another process ({lock}); if none is, delete that file"
+            ) from None
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # commit() may already have removed the work folder
+
+    def cleanup_finished(self) -> None:
+        """A run killed after its manifest landed leaves only a stale work folder."""
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    # -- ranking ---------------------------------------------------------------------------
+    def build_ranking(
+        self,
+        files: list[Path],
+        choice: RankChoice,
+        layers: list[int],
+        columns: Iterable[str],
+        shard_rows: int,
+        stage: Path,
+    ) -> RankingSummary:
+        """Rank ``files`` into ``stage`` (``ranked/`` parts, ``undefined.parquet``, and for
+        chunk files ``skipped.parquet``); :meth:`commit` swaps them in.
+
+        ``files`` are chunk files (a scoring run) or a finished ranking's parts plus its
+        ``undefined.parquet`` (a re-rank). Rank 0 is the highest score; ties go to the
+        earlier input row, so shards merged give the ranks a single run gives.
+        """
+        try:
+            with storage_errors(stage):
+                return self._build_ranking(files, choice, layers, columns, shard_rows, stage)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)  # half a ranking: the rerun rebuilds it
+            raise
+
+    def _build_ranking(self, files, choice, layers, columns, shard_rows, stage) -> RankingSummary:
+        from_chunks = ROW in pl.read_parquet_schema(files[0])
+        lazy = pl.concat([_as_chunk(pl.scan_parquet(f), from_chunks) for f in files], how="diagonal_relaxed")
+        status = lazy.group_by(STATUS).len().collect()
+        counts = dict(zip(status[STATUS].to_list(), status["len"].to_list(), strict=True))
+        keys = lazy.filter(pl.col(STATUS) == SCORED).select(ROW, *key_columns(choice, layers)).collect()
+        ranks, info = rank_keys(keys, choice)
+        shutil.rmtree(stage, ignore_errors=True)
+        buckets = stage / "buckets"
+        for n, path in enumerate(files):
+            rows = _as_chunk(pl.scan_parquet(path), from_chunks).filter(pl.col(STATUS) == SCORED).collect()
+            if rows.is_empty():
+                continue
+            lo, hi = rows[ROW].min(), rows[ROW].max()
+            rows = rows.join(ranks.filter(pl.col(ROW).is_between(lo, hi)), on=ROW, how="inner")
+            bucket = pl.when(pl.col("rank").is_null()).then(-1).otherwise(pl.col("rank") // shard_rows)
+            for (part,), group in (
+                rows.with_columns(bucket.alias("_part")).partition_by("_part", as_dict=True).items()
+            ):
+                target = buckets / (f"part-{part:05d}" if part >= 0 else "undefined")
+                target.mkdir(parents=True, exist_ok=True)
+                write_parquet(group.drop("_part"), target / f"{n:06d}.parquet")
+        order = [*SCORE_COLUMNS, *columns]
+        (stage / "ranked").mkdir(parents=True)
+        parts = []
+        for bucket in sorted(buckets.iterdir()) if buckets.exists() else []:
+            frame = pl.concat([pl.read_parquet(f) for f in sorted(bucket.iterdir())], how="diagonal_relaxed")
+            frame = frame.sort("rank", ROW).with_columns(pl.col(ROW).alias("row_index")).select(order)
+            if bucket.name == "undefined":
+                write_parquet(frame, stage / UNDEFINED)
+            else:
+                write_parquet(frame, stage / "ranked" / f"{bucket.name}.parquet")
+                parts.append({"file": f"ranked/{bucket.name}.parquet", "rows": frame.height})
+        shutil.rmtree(buckets, ignore_errors=True)
+        if from_chunks:
+            skipped = lazy.filter(pl.col(STATUS) != SCORED)
+            if skipped.select(pl.len()).collect().item():
+                frame = skipped.select("uid", pl.col(STATUS).alias(SKIP_COLUMN), *columns).collect()
+                write_parquet(frame, stage / SKIPPED)
+        truncated = lazy.filter(pl.col(STATUS) == SCORED).select(pl.col("truncated").sum()).collect().item()
+        return RankingSummary(
+            parts=parts,
+            scored=keys.height,
+            undefined_score=info["undefined_score"],
+            dropped=info["dropped"],
+            skipped={k: v for k, v in counts.items() if k != SCORED},
+            truncated=int(truncated or 0),
+            length_fit=info["length_fit"],
+        )
+
+    def commit(self, stage: Path, manifest: dict, replaces_skipped: bool) -> None:
+        """Make a staged ranking (from :meth:`build_ranking`) the folder's ranking.
+
+        The COMMIT marker is the point of no return: before it the old ranking is intact,
+        after it :meth:`recover` (run by every reader) completes the swap, so a kill at any
+        moment leaves either the old ranking or the new one, never a mix. The work folder
+        (chunks of a scoring run, the stage) is removed last.
+        """
+        plan = {UNDEFINED: "replace" if (stage / UNDEFINED).exists() else "remove"}
+        if replaces_skipped:
+            plan[SKIPPED] = "replace" if (stage / SKIPPED).exists() else "remove"
+        try:
+            atomic_write_json(manifest, stage / "manifest.json")
+            atomic_write_json(plan, stage / COMMIT)
+        except BaseException:
+            if not (stage / COMMIT).exists():  # before the point of no return: drop the stage
+                shutil.rmtree(stage, ignore_errors=True)
+            raise
+        self._apply(stage)
+
+    def recover(self) -> None:
+        """Finish a committed ranking swap that was interrupted; drop an uncommitted re-rank."""
+        for stage in (self.work / "finalize", self.work / "rank"):
+            if (stage / COMMIT).exists():
+                self._apply(stage)
+                return
+        shutil.rmtree(self.work / "rank", ignore_errors=True)
+        if self.work.is_dir() and not any(self.work.iterdir()):
+            self.work.rmdir()
+
+    def _apply(self, stage: Path) -> None:
+        """Idempotent: every step checks whether it already happened."""
+        plan = _read_json(stage / COMMIT)
+        new_ranked, ranked = stage / "ranked", self.root / "ranked"
+        if new_ranked.exists():
+            if ranked.exists():
+                os.replace(ranked, stage / "old-ranked")
+            os.replace(new_ranked, ranked)
+        for name, action in plan.items():
+            if action == "replace" and (stage / name).exists():
+                os.replace(stage / name, self.root / name)
+            elif action == "remove":
+                (self.root / name).unlink(missing_ok=True)
+        if (stage / "manifest.json").exists():
+            os.replace(stage / "manifest.json", self.manifest_path)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _as_chunk(lazy: pl.LazyFrame, from_chunks: bool) -> pl.LazyFrame:
+    """Rows of a chunk file, or of a ranked part in chunk form (``_row``, ``_status``), without
+    the columns a ranking computes."""
+    if not from_chunks:
+        lazy = lazy.rename({"row_index": ROW}).with_columns(pl.lit(SCORED).alias(STATUS))
+    names = lazy.collect_schema().names()
+    return lazy.drop([c for c in (*RANK_COLUMNS, "row_index") if c in names])
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is unreadable ({exc}); remove it or use --overwrite") from exc
