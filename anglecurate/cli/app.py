@@ -61,8 +61,15 @@ class NanPolicy(StrEnum):
     first = "first"
 
 
-MODEL_HELP = "A local Hugging Face model directory, a .gguf file, or builtin:smollm2."
-DATA_HELP = "A JSON array, JSONL (.jsonl, .jsonl.gz) or Parquet file, or builtin:humaneval."
+MODEL_HELP = "A local model directory, a .gguf file, builtin:smollm2, or a hub id (org/name)."
+DATA_HELP = (
+    "A JSON, JSONL or Parquet file; a folder or glob of shards; a save_to_disk folder; "
+    "builtin:humaneval; or a hub dataset id (org/name)."
+)
+REVISION_HELP = "Revision (branch, tag or commit) of a hub model id."
+SPLIT_HELP = "Split of a hub dataset or a DatasetDict folder."
+CONFIG_HELP = "Configuration (subset) of a hub dataset."
+TEMPLATE_HELP = "Chat template: plain (User:/Assistant: turns, for base models) or a Jinja file."
 FIELD_HELP = "Prompt column: question text (string) or chat messages (list of {role, content})."
 PROMPT_HELP = "System prompt and few-shot turns: 'default' (the paper's R1 prompt), 'none', or a TOML file."
 METRIC_HELP = "angles (weighted c_intra + c_inter), or gainrl-reference (the authors' per-prompt value)."
@@ -75,10 +82,13 @@ def score(
     model: str = typer.Option(..., help=MODEL_HELP),
     data: str = typer.Option(..., help=DATA_HELP),
     out: Path = typer.Option(..., help="Output folder (created); a rerun resumes it."),
+    revision: str = typer.Option(None, help=REVISION_HELP),
+    split: str = typer.Option("train", help=SPLIT_HELP),
+    config: str = typer.Option(None, help=CONFIG_HELP),
     field: str = typer.Option("prompt", help=FIELD_HELP),
     id_field: str = typer.Option(None, help="Stable unique id column; default: the row index."),
     prompt_config: str = typer.Option("default", help=PROMPT_HELP),
-    chat_template: Path = typer.Option(None, help="Jinja chat template file overriding the tokenizer's."),
+    chat_template: str = typer.Option(None, help=TEMPLATE_HELP),
     layers: str = typer.Option("all", help="Layers to score: all, last, or indices like 0,12,-1."),
     rank_layer: int = typer.Option(None, help="Layer whose score ranks rows; default: deepest scored."),
     w_intra: float = typer.Option(1.0, help="Weight of c_intra in the score."),
@@ -121,67 +131,57 @@ def score(
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
     """Score every prompt of a dataset and write a ranked copy of it, plus a manifest."""
+    from anglecurate import api
+    from anglecurate.scale.shard import launcher_shard
 
-    from anglecurate.progress import ScoreProgress
-    from anglecurate.scale.shard import launcher_shard, parse_shard
-    from anglecurate.scoring.config import ScoreConfig
-    from anglecurate.scoring.pipeline import score as run_score
-
-    if devices is not None:
-        if shard is not None or engine is Engine.ray:
-            raise UserError("--devices runs its own shards; drop --shard and --engine ray")
-        _score_on_devices(devices, out, quiet, json_out)
-        return
-    parsed = parse_shard(shard)
-    if shard is None:  # under torchrun: the shard and device come from the launcher
+    if shard is None and devices is None:  # under torchrun: the shard and device come from the launcher
         parsed, local_rank = launcher_shard()
+        shard = None if parsed.whole else str(parsed)
         if local_rank is not None and device == "auto":
             import torch
 
             device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-
-    cfg = ScoreConfig(
-        model=model,
-        data=data,
-        out=str(out),
-        field=field,
-        id_field=id_field,
-        prompt_config=prompt_config,
-        chat_template=str(chat_template) if chat_template else None,
-        layers=layers,
-        rank_layer=rank_layer,
-        w_intra=w_intra,
-        w_inter=w_inter,
-        metric=metric.value,
-        length_control=length_control,
-        nan_policy=nan_policy.value,
-        ref_prefix=ref_prefix,
-        ref_suffix=ref_suffix,
-        dtype=dtype.value,
-        device=device,
-        max_length=max_length,
-        on_long=on_long.value,
-        max_batch_tokens=max_batch_tokens,
-        chunk_rows=chunk_rows,
-        shard_rows=shard_rows,
-        skip_invalid=skip_invalid,
-        overwrite=overwrite,
-        trust_remote_code=trust_remote_code,
-        packing=packing.value,
-        attn_implementation=attn_implementation,
-        shard=parsed,
-    )
     show = not quiet and not json_out
-    with (
-        _interruptible("finished chunks are kept"),
-        ScoreProgress(enabled=show and sys.stderr.isatty()) as progress,
-    ):
-        if engine is Engine.ray:
-            from anglecurate.scale.cluster import score_on_ray
-
-            result = score_on_ray(cfg, num_workers, ray_address, progress)
-        else:
-            result = run_score(cfg, progress)
+    with _interruptible("finished chunks are kept"):
+        result = api.score(
+            model,
+            data,
+            out,
+            shard=shard,
+            devices=devices,
+            engine=engine.value,
+            num_workers=num_workers,
+            ray_address=ray_address,
+            progress=show,
+            revision=revision,
+            split=split,
+            data_config=config,
+            field=field,
+            id_field=id_field,
+            prompt_config=prompt_config,
+            chat_template=chat_template,
+            layers=layers,
+            rank_layer=rank_layer,
+            w_intra=w_intra,
+            w_inter=w_inter,
+            metric=metric.value,
+            length_control=length_control,
+            nan_policy=nan_policy.value,
+            ref_prefix=ref_prefix,
+            ref_suffix=ref_suffix,
+            dtype=dtype.value,
+            device=device,
+            max_length=max_length,
+            on_long=on_long.value,
+            max_batch_tokens=max_batch_tokens,
+            chunk_rows=chunk_rows,
+            shard_rows=shard_rows,
+            skip_invalid=skip_invalid,
+            overwrite=overwrite,
+            trust_remote_code=trust_remote_code,
+            packing=packing.value,
+            attn_implementation=attn_implementation,
+        )
     _report(result, quiet, json_out)
 
 
@@ -205,30 +205,16 @@ def _report(result, quiet: bool, json_out: bool) -> None:
         print_summary(Console(stderr=True), result.summary())
 
 
-def _score_on_devices(devices: str, out: Path, quiet: bool, json_out: bool) -> None:
-    from anglecurate.scale.launch import parse_devices, run_shards
-    from anglecurate.scoring.merge import merge
-
-    failed = [r for r in run_shards(sys.argv[1:], parse_devices(devices)) if r[1] != 0]
-    if failed:
-        device, code, last = failed[0]
-        raise UserError(
-            f"{len(failed)} shard(s) failed; on {device} (exit {code}): {last or 'no message'}; "
-            "rerun the same command to resume"
-        )
-    _report(merge(out), quiet, json_out)
-
-
 @app.command("merge")
 def merge_shards(
     out: Path = typer.Argument(..., help="Output folder that shards of one run scored into."),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
     """Build the global ranking and manifest of a sharded run once every shard finished."""
-    from anglecurate.scoring.merge import merge
+    from anglecurate import api
 
     with _interruptible("the earlier ranking is kept"):
-        result = merge(out)
+        result = api.merge(out)
     _report(result, False, json_out)
 
 
@@ -247,13 +233,19 @@ def rank(
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
     """Rank a scored folder again from its stored per-layer values, in seconds, without the model."""
-    from anglecurate.scoring.merge import choose, rerank
+    from anglecurate import api
 
-    given = {"metric": metric and metric.value, "layer": layer, "w_intra": w_intra, "w_inter": w_inter}
-    given |= {"length_control": length_control, "nan_policy": nan_policy and nan_policy.value}
-    choice = choose(out, {k: v for k, v in given.items() if v is not None}, from_validate)
     with _interruptible("the earlier ranking is kept"):
-        result = rerank(out, choice)
+        result = api.rank(
+            out,
+            layer=layer,
+            w_intra=w_intra,
+            w_inter=w_inter,
+            metric=metric and metric.value,
+            length_control=length_control,
+            nan_policy=nan_policy and nan_policy.value,
+            from_validate=from_validate,
+        )
     _report(result, False, json_out)
 
 
@@ -273,8 +265,8 @@ def validate(
     reward: str = typer.Option("boxed", help="Reward: boxed (exact match of \\boxed{}) or module:function."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     dtype: DType = typer.Option(DType.auto, help="Compute dtype; auto = the checkpoint's."),
-    chat_template: Path = typer.Option(
-        None, help="The chat template file the ranking was scored with, if any."
+    chat_template: str = typer.Option(
+        None, help="The chat template the ranking was scored with (default: the one it recorded)."
     ),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples per interval."),
     permutations: int = typer.Option(1000, help="Permutations of the family-wise test."),
@@ -284,37 +276,33 @@ def validate(
     """Measure real gradients on a sample and show whether the ranking signal holds."""
     from rich.console import Console
 
+    from anglecurate import api
     from anglecurate.cli.display import print_validation
-    from anglecurate.evidence.validate import ValidateConfig, run_validation
-    from anglecurate.progress import ScoreProgress
 
-    cfg = ValidateConfig(
-        ranking=str(ranking),
-        sample=sample,
-        seed=seed,
-        answer_field=answer_field,
-        difficulty_field=difficulty_field,
-        target=target,
-        rl_samples=rl_samples,
-        max_new_tokens=max_new_tokens,
-        reward=reward,
-        device=device,
-        dtype=dtype.value,
-        chat_template=str(chat_template) if chat_template else None,
-        bootstrap=bootstrap,
-        permutations=permutations,
-    )
     show = not quiet and not json_out
-    with (
-        _interruptible("measured examples are kept"),
-        ScoreProgress(enabled=show and sys.stderr.isatty()) as progress,
-    ):
-        result = run_validation(cfg, progress)
+    with _interruptible("measured examples are kept"):
+        result = api.validate(
+            ranking,
+            progress=show,
+            sample=sample,
+            seed=seed,
+            answer_field=answer_field,
+            difficulty_field=difficulty_field,
+            target=target,
+            rl_samples=rl_samples,
+            max_new_tokens=max_new_tokens,
+            reward=reward,
+            device=device,
+            dtype=dtype.value,
+            chat_template=chat_template,
+            bootstrap=bootstrap,
+            permutations=permutations,
+        )
     if json_out:
-        print(json.dumps(result))
+        print(json.dumps(result.report))
     elif show:
-        print_validation(Console(), result)
-        print(f"wrote {ranking / 'validate.json'} and {ranking / 'validate.parquet'}", file=sys.stderr)
+        print_validation(Console(), result.report)
+        print(f"wrote {result.json_path} and {result.parquet_path}", file=sys.stderr)
 
 
 @app.command()
@@ -325,10 +313,10 @@ def report(
     sample: int = typer.Option(None, help="Most points drawn in a scatter plot (default: 20,000)."),
 ) -> None:
     """Write a self-contained HTML report (and its figures as PNG) of a ranking."""
-    from anglecurate.reporting.write import write_report
+    from anglecurate import api
 
     with _interruptible("an earlier report is kept"):
-        result = write_report(ranking, out, by, sample)
+        result = api.report(ranking, by=by, out=out, sample=sample)
     print(f"wrote {result.html} and {len(result.figures)} figures", file=sys.stderr)
 
 
@@ -337,10 +325,13 @@ def inspect(
     model: str = typer.Option(..., help=MODEL_HELP),
     data: str = typer.Option(..., help=DATA_HELP),
     row: int = typer.Option(0, help="Row index to show."),
+    revision: str = typer.Option(None, help=REVISION_HELP),
+    split: str = typer.Option("train", help=SPLIT_HELP),
+    config: str = typer.Option(None, help=CONFIG_HELP),
     field: str = typer.Option("prompt", help=FIELD_HELP),
     id_field: str = typer.Option(None, help="Id column, shown beside the row."),
     prompt_config: str = typer.Option("default", help=PROMPT_HELP),
-    chat_template: Path = typer.Option(None, help="Jinja chat template file overriding the tokenizer's."),
+    chat_template: str = typer.Option(None, help=TEMPLATE_HELP),
 ) -> None:
     """Show one prompt's tokens coloured by segment: prefix, question, suffix."""
     from rich.console import Console
@@ -353,10 +344,13 @@ def inspect(
         model=model,
         data=data,
         out="",
+        revision=revision,
+        split=split,
+        data_config=config,
         field=field,
         id_field=id_field,
         prompt_config=prompt_config,
-        chat_template=str(chat_template) if chat_template else None,
+        chat_template=chat_template,
     )
     tokenizer, seg, uid = inspect_row(cfg, row)
     print_inspect(Console(), tokenizer, seg, uid)
@@ -411,31 +405,31 @@ def schedule(
     """Draw epochs from a ranking into a schedule folder, with trainer exports."""
     if ctx.invoked_subcommand is not None:
         return
-    from anglecurate.scheduling.epochs import ScheduleConfig, create_schedule
+    from anglecurate import api
 
     if ranking is None or out is None or per_epoch is None:
         raise UserError("anglecurate schedule needs --ranking, --out and --per-epoch")
     sampler = {"n": n, "alpha": alpha, "beta": beta, "adj_min": adj_min, "adj_max": adj_max}
     sampler |= {"sigma": sigma, "mu0": mu0, "shuffle": shuffle}
-    cfg = ScheduleConfig(
-        ranking=str(ranking),
-        out=str(out),
-        per_epoch=per_epoch,
-        epochs=epochs,
-        seed=seed,
-        sampler=sampler,
-        step=step,
-        assume_accuracy=assume_accuracy,
-        assume_angle=assume_angle,
-        batch_multiple=batch_multiple,
-        exports=tuple(export),
-        overwrite=overwrite,
-    )
     with _interruptible("an earlier schedule is kept"):
-        frame, params = create_schedule(cfg)
+        result = api.schedule(
+            ranking,
+            out,
+            per_epoch,
+            epochs=epochs,
+            seed=seed,
+            step=step,
+            assume_accuracy=assume_accuracy,
+            assume_angle=assume_angle,
+            batch_multiple=batch_multiple,
+            export=export,
+            overwrite=overwrite,
+            **sampler,
+        )
     exports = f" with exports {', '.join(export)}" if export else ""
-    print(f"wrote {frame['epoch'].n_unique()} epochs of {per_epoch} to {out}{exports}")
-    print(f"sampler: sigma {params.sigma:g}, n {params.n:g}, adj [{params.adj_min:g}, {params.adj_max:g}]")
+    print(f"wrote {result.epochs} epochs of {per_epoch} to {out}{exports}")
+    p = result.sampler
+    print(f"sampler: sigma {p['sigma']:g}, n {p['n']:g}, adj [{p['adj_min']:g}, {p['adj_max']:g}]")
 
 
 @schedule_app.command("update")
@@ -448,13 +442,13 @@ def schedule_update(
     reward_max: float = typer.Option(1.0, help="Reward that means 'right' (normalised to 1)."),
 ) -> None:
     """Apply one epoch's training feedback and append the next epoch."""
-    from anglecurate.scheduling.epochs import update_schedule
+    from anglecurate import api
 
     with _interruptible("the schedule is as it was before this update"):
-        new, info = update_schedule(schedule_dir, feedback, reward_min, reward_max)
+        r = api.schedule_update(schedule_dir, feedback, reward_min=reward_min, reward_max=reward_max)
     print(
-        f"epoch {info['epoch']}: accuracy {info['accuracy']:.3f}, angle {info['angle']:.3f}, "
-        f"centre moved to rank {info['mu']:.1f}; {new.height} examples appended"
+        f"epoch {r.epoch}: accuracy {r.accuracy:.3f}, angle {r.angle:.3f}, "
+        f"centre moved to rank {r.mu:.1f}; {r.frame.height} examples appended"
     )
 
 

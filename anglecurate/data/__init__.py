@@ -1,4 +1,7 @@
-"""Prompt data: where rows come from and how they are read in chunks.
+"""Prompt data: where rows come from, and how they are read in chunks.
 
-dataset   the readers (JSON array, JSONL, Parquet) behind one chunked Dataset
+sources   a --data spec to files: a file, a folder or glob of shards, a save_to_disk
+          folder, builtin:NAME, or a hub dataset id (through the local cache)
+formats   one file at a time: format, content hash, JSONL lines, JSON arrays, Arrow
+dataset   the files as one Dataset of rows, in fixed chunks across shard boundaries
 """

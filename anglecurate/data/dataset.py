@@ -1,68 +1,43 @@
-"""Dataset readers: JSON array, JSONL (optionally gzipped) and Parquet, read in row chunks.
+"""A prompt dataset: one file or many shards, read as one sequence of rows in chunks.
 
-Only this module and :mod:`anglecurate.scoring.store` touch data files. A reader knows its schema,
-row count and content fingerprint up front and yields fixed row ranges (chunk i covers rows
-[i*C, (i+1)*C)), so a resumed run can skip finished chunks and memory stays bounded by the
-chunk size. Parquet is sliced lazily by row group and JSONL is streamed line by line; a
-JSON array has to be parsed whole (use JSONL or Parquet for very large sets).
+A :class:`Dataset` knows its schema, row count and content fingerprint up front and yields
+fixed row ranges (chunk i covers rows [i*C, (i+1)*C) of the whole dataset, across shard
+boundaries), so a resumed run can skip finished chunks, row indices (the default uids) are
+unique across files, and memory stays bounded by the chunk size whatever the dataset's
+size: Parquet is sliced lazily per file, JSONL is streamed line by line, Arrow files are
+memory-mapped. A JSON array has to be parsed whole (use JSONL or Parquet for large sets).
+
+Shards must agree: Parquet and Arrow shards on every column name and type, JSONL shards on
+the column names (their types are inferred from the rows and unified).
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from anglecurate.errors import UserError
-
-FORMATS = ("parquet", "jsonl", "json")
-
-
-def detect_format(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        return "parquet"
-    if name.endswith((".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")):
-        return "jsonl"
-    if name.endswith((".json", ".json.gz")):
-        # A .json file may hold JSON lines; the first non-blank character decides.
-        with _open_text(path) as f:
-            head = f.read(4096).lstrip()
-        return "json" if head.startswith("[") else "jsonl"
-    raise UserError(f"{path}: unknown data format; use .json, .jsonl, .jsonl.gz or .parquet")
-
-
-def _open_text(path: Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def file_fingerprint(path: Path) -> str:
-    """Content hash of the file (blake2b, streamed): identifies the dataset for resume."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
+from anglecurate.data import formats
+from anglecurate.data.sources import DataSource, resolve_data
+from anglecurate.errors import UserError, first_line
 
 
 @dataclass
 class Dataset:
     """A prompt dataset opened for chunked reading."""
 
-    path: Path
+    path: Path  # what the user named: a file, a folder, a glob, a hub snapshot
     format: str
     schema: pl.Schema
     num_rows: int
     fingerprint: str
-    _frame: pl.DataFrame | None = None  # JSON arrays only: parsed once, whole
+    files: list[Path] = field(default_factory=list)
+    file_rows: list[int] = field(default_factory=list)
+    source: DataSource | None = None
+    _frame: pl.DataFrame | None = None  # JSON arrays: parsed once, whole
+    _tables: list | None = None  # Arrow: memory-mapped tables
 
     @property
     def columns(self) -> list[str]:
@@ -73,120 +48,101 @@ class Dataset:
     ) -> Iterator[tuple[int, pl.DataFrame]]:
         """Yield (chunk index, rows) for every chunk not in ``skip``, in order."""
         if self.format == "jsonl":
-            yield from self._iter_jsonl(chunk_rows, skip)
+            for i, batch in enumerate(formats.batches(formats.jsonl_lines(self.files), chunk_rows)):
+                if i not in skip:
+                    yield i, formats.parse_lines(batch, self.schema)
             return
-        n_chunks = -(-self.num_rows // chunk_rows)
-        for i in range(n_chunks):
-            if i in skip:
-                continue
-            if self._frame is not None:
-                yield i, self._frame.slice(i * chunk_rows, chunk_rows)
-            else:
-                yield i, pl.scan_parquet(self.path).slice(i * chunk_rows, chunk_rows).collect()
+        for i in range(-(-self.num_rows // chunk_rows)):
+            if i not in skip:
+                yield i, self._rows(i * chunk_rows, chunk_rows)
+
+    def _rows(self, start: int, length: int) -> pl.DataFrame:
+        """Rows [start, start + length) of the whole dataset (Parquet, JSON, Arrow)."""
+        if self._frame is not None:
+            return self._frame.slice(start, length)
+        pieces, offset = [], 0
+        for n, (path, rows) in enumerate(zip(self.files, self.file_rows, strict=True)):
+            lo, hi = max(start - offset, 0), min(start + length - offset, rows)
+            if lo < hi:
+                if self._tables is not None:
+                    pieces.append(formats.arrow_frame(self._tables[n].slice(lo, hi - lo)))
+                else:
+                    pieces.append(pl.scan_parquet(path).slice(lo, hi - lo).collect())
+            offset += rows
+        return pl.concat(pieces) if len(pieces) > 1 else pieces[0]
 
     def duplicates(self, column: str, limit: int = 3) -> list:
         """Up to ``limit`` values of ``column`` that occur more than once (nulls included)."""
         if self.format == "parquet":
-            frame = pl.scan_parquet(self.path).select(column).collect()
+            frame = pl.concat([pl.scan_parquet(f).select(column).collect() for f in self.files])
         else:
             frame = pl.concat([c.select(column) for _, c in self.iter_chunks(65536)])
         counts = frame.group_by(column).len()
         return counts.filter(pl.col("len") > 1).head(limit)[column].to_list()
 
-    def _iter_jsonl(self, chunk_rows: int, skip: set[int]) -> Iterator[tuple[int, pl.DataFrame]]:
-        for i, (first_line, lines) in enumerate(_line_batches(self.path, chunk_rows)):
-            if i not in skip:
-                yield i, _parse_lines(lines, self.path, first_line, self.schema)
 
-
-def _line_batches(path: Path, size: int) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank lines in batches of ``size``, with the 1-based line number of each batch."""
-    batch: list[str] = []
-    start = 1
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            if not batch:
-                start = lineno
-            batch.append(line)
-            if len(batch) == size:
-                yield start, batch
-                batch = []
-    if batch:
-        yield start, batch
-
-
-def _parse_lines(lines: list[str], path: Path, first_line: int, schema=None) -> pl.DataFrame:
+def open_dataset(spec: str | Path, split: str = "train", config: str | None = None) -> Dataset:
+    """Open a ``--data`` spec: a file, a folder or glob of shards, a ``save_to_disk`` folder,
+    ``builtin:NAME`` or a hub dataset id (see :func:`anglecurate.data.sources.resolve_data`)."""
+    source = resolve_data(str(spec), split, config)
     try:
-        # Without a schema (the inference pass) every line counts, not only the first 100.
-        return pl.read_ndjson(io.StringIO("".join(lines)), schema=schema, infer_schema_length=None)
-    except Exception as exc:
-        # Name the offending line: polars' own error does not.
-        for offset, line in enumerate(lines):
-            try:
-                if not isinstance(json.loads(line), dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as bad:
-                raise UserError(
-                    f"{path}:{first_line + offset}: malformed JSON line ({bad}); fix or remove that row"
-                ) from exc
-        raise UserError(f"{path}: cannot parse rows near line {first_line}: {exc}") from exc
-
-
-def open_dataset(path: str | Path) -> Dataset:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"data file {path} not found; pass --data with a JSON, JSONL or Parquet file")
-    if path.is_dir():
-        raise UserError(f"--data {path} is a directory; pass one JSON, JSONL or Parquet file")
-    fmt = detect_format(path)
-    try:
-        fingerprint = file_fingerprint(path)
-        if fmt == "parquet":
-            lazy = pl.scan_parquet(path)
-            schema = lazy.collect_schema()
-            num_rows = lazy.select(pl.len()).collect().item()
-            dataset = Dataset(path, fmt, schema, num_rows, fingerprint)
-        elif fmt == "json":
-            frame = _read_json_array(path)
-            dataset = Dataset(path, fmt, frame.schema, frame.height, fingerprint, frame)
-        else:
-            schema, num_rows = _scan_jsonl(path)
-            dataset = Dataset(path, fmt, schema, num_rows, fingerprint)
+        dataset = _open(source)
     except UserError:
         raise
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
+        raise UserError(f"cannot read {source.label}: {exc}") from exc
     except Exception as exc:
-        raise UserError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from exc
+        raise UserError(f"cannot read {source.label} as {source.format}: {first_line(exc)}") from exc
     if dataset.num_rows == 0:
-        raise UserError(f"{path} has no rows")
+        raise UserError(f"{source.label} has no rows")
     return dataset
 
 
-def _read_json_array(path: Path) -> pl.DataFrame:
-    with _open_text(path) as f:
-        try:
-            rows = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: malformed JSON at line {exc.lineno}: {exc.msg}") from exc
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise UserError(f"{path}: expected a JSON array of objects (one per row)")
-    return pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
+def _open(source: DataSource) -> Dataset:
+    files, fmt = source.files, source.format
+    common = {"files": files, "source": source, "fingerprint": formats.fingerprint(files, source.root)}
+    if fmt == "json":
+        frames = [formats.read_json_array(f) for f in files]
+        _same_schema([f.schema for f in frames], files, names_only=True)
+        frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+        return Dataset(source.path, fmt, frame.schema, frame.height, _frame=frame, **common)
+    if fmt == "parquet":
+        schemas = [pl.read_parquet_schema(f) for f in files]
+        _same_schema(schemas, files)
+        rows = [pl.scan_parquet(f).select(pl.len()).collect().item() for f in files]
+        return Dataset(source.path, fmt, pl.Schema(schemas[0]), sum(rows), file_rows=rows, **common)
+    if fmt == "arrow":
+        tables = [formats.arrow_table(f) for f in files]
+        schemas = [formats.arrow_frame(t.slice(0, 0)).schema for t in tables]
+        _same_schema(schemas, files)
+        rows = [t.num_rows for t in tables]
+        return Dataset(source.path, fmt, schemas[0], sum(rows), file_rows=rows, _tables=tables, **common)
+    scans = [formats.scan_jsonl(f) for f in files]
+    _same_schema([s for s, _ in scans], files, names_only=True)
+    schema = pl.concat([pl.DataFrame(schema=s) for s, _ in scans], how="diagonal_relaxed").schema
+    rows = [n for _, n in scans]
+    return Dataset(source.path, fmt, schema, sum(rows), file_rows=rows, **common)
 
 
-def _scan_jsonl(path: Path) -> tuple[pl.Schema, int]:
-    """One streaming pass: the schema unified over every row, and the row count."""
-    empties: list[pl.DataFrame] = []
-    num_rows = 0
-    for first_line, lines in _line_batches(path, 8192):
-        frame = _parse_lines(lines, path, first_line)
-        empties.append(frame.clear())
-        num_rows += frame.height
-    if not empties:
-        return pl.Schema(), 0
-    return pl.concat(empties, how="diagonal_relaxed").schema, num_rows
+def _same_schema(schemas: list, files: list[Path], names_only: bool = False) -> None:
+    """Refuse shards whose columns (and, unless ``names_only``, types) differ from the first's."""
+    first = dict(schemas[0])
+    for path, schema in zip(files[1:], schemas[1:], strict=True):
+        schema = dict(schema)
+        if set(schema) != set(first):
+            extra, missing = sorted(set(schema) - set(first)), sorted(set(first) - set(schema))
+            what = f"extra columns {extra}" if extra else f"no columns {missing}"
+            raise UserError(
+                f"shard {path} has {what} unlike {files[0]}; shards of one dataset must share their columns"
+            )
+        if not names_only:
+            changed = sorted(c for c in first if schema[c] != first[c])
+            if changed:
+                c = changed[0]
+                raise UserError(
+                    f"shard {path} stores column {c!r} as {schema[c]}, {files[0]} as {first[c]}; "
+                    "shards of one dataset must share their column types"
+                )
 
 
 def prompt_kind(dataset: Dataset, field: str) -> str:

@@ -162,7 +162,8 @@ def _measure(cfg: ValidateConfig, out: OutputDir, run: dict, rows: pl.DataFrame,
             f"the model at {source.path} is not the one that scored {out.root}; validate needs that model"
         )
     tokenizer = load_tokenizer(source)
-    renderer = PromptRenderer(tokenizer, read_chat_template(cfg.chat_template))
+    template = cfg.chat_template or run["tokenizer"].get("chat_template")  # a built-in, by name
+    renderer = PromptRenderer(tokenizer, read_chat_template(template))
     if renderer.template_hash != run["tokenizer"]["chat_template_hash"]:
         raise UserError(
             f"{out.root} was scored with another chat template; pass the same one with --chat-template"

@@ -30,6 +30,14 @@ class ModelSource:
     path: Path  # the directory, or the .gguf file itself
     directory: Path
     gguf_file: str | None
+    hub_id: str | None = None  # set when --model named a hub repository
+    revision: str | None = None  # the commit of its snapshot
+
+    @property
+    def provenance(self) -> dict:
+        """What the manifest records of where the model came from."""
+        hub = {"hub_id": self.hub_id, "revision": self.revision} if self.hub_id else {}
+        return {"path": str(self.path), **hub}
 
     @property
     def load_kwargs(self) -> dict:
@@ -39,10 +47,15 @@ class ModelSource:
         return kwargs
 
 
-def resolve_source(spec: str) -> ModelSource:
+def resolve_source(spec: str, revision: str | None = None) -> ModelSource:
+    """``--model``: a local directory, a ``.gguf`` file, ``builtin:NAME``, or a hub id
+    (``org/name``, at ``revision``) taken from the local Hugging Face cache or downloaded."""
     from anglecurate.builtin import resolve_builtin_model
+    from anglecurate.data.sources import HUB_ID
 
     path = resolve_builtin_model(spec) if spec.startswith("builtin:") else Path(spec)
+    if revision is not None and (path.exists() or not HUB_ID.match(spec)):
+        raise UserError(f"--revision {revision} applies to hub ids; {spec} is a local path")
     if path.is_file() and path.suffix == ".gguf":
         return ModelSource(path.resolve(), path.resolve().parent, path.name)
     if path.is_dir() and (path / "config.json").is_file():
@@ -52,9 +65,16 @@ def resolve_source(spec: str) -> ModelSource:
             f"model directory {spec} has no config.json; point --model at a "
             "Hugging Face model directory or a .gguf file"
         )
+    if HUB_ID.match(spec) and not path.exists():
+        from anglecurate.hub import snapshot
+
+        folder, sha = snapshot(spec, "model", revision, "--model")
+        if not (folder / "config.json").is_file():
+            raise UserError(f"--model {spec}: its snapshot ({folder}) has no config.json")
+        return ModelSource(folder, folder, None, hub_id=spec, revision=sha)
     raise UserError(
-        f"model {spec!r} not found: pass a local Hugging Face model directory or a .gguf "
-        "file (models are never downloaded at run time)"
+        f"model {spec!r} not found: pass a local Hugging Face model directory, a .gguf file, "
+        "or a hub id (org/name)"
     )
 
 
@@ -100,6 +120,28 @@ def _hub_sealed():
         logging.set_verbosity(saved_verbosity)
         if bars_enabled:
             logging.enable_progress_bar()
+
+
+def has_chat_template(source: ModelSource) -> bool:
+    """Whether the model ships a chat template, read from its files without loading the
+    tokenizer (a GGUF tokenizer takes seconds): GGUF metadata, or the tokenizer config."""
+    if source.gguf_file:
+        try:
+            from gguf import GGUFReader
+        except ImportError:  # transformers needs gguf to load the file at all; it will say so
+            return True
+        try:
+            return "tokenizer.chat_template" in GGUFReader(str(source.path)).fields
+        except Exception as exc:
+            raise UserError(f"cannot read the GGUF file {source.path}: {first_line(exc)}") from exc
+    folder = source.directory
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return True  # no readable tokenizer config: let the tokenizer itself decide
+    return bool(config.get("chat_template"))
 
 
 def load_config(source: ModelSource, trust_remote_code: bool = False):

@@ -7,6 +7,7 @@ builds the global ranking. No collectives: shards never talk to each other.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -45,6 +46,28 @@ def strip_option(argv: list[str], names: tuple[str, ...]) -> list[str]:
             continue
         kept.append(arg)
     return kept
+
+
+# ScoreConfig fields whose command-line option has another name.
+CLI_NAMES = {"data_config": "config"}
+
+
+def score_argv(cfg) -> list[str]:
+    """The `anglecurate score` arguments that reproduce the ScoreConfig ``cfg`` (its shard
+    aside): what each child of ``--devices`` runs, whether the CLI or the API started it."""
+    from anglecurate.scoring.config import ScoreConfig
+
+    defaults = ScoreConfig(model="", data="", out="")
+    argv = ["score"]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == "shard" or (
+            f.name not in ("model", "data", "out") and value == getattr(defaults, f.name)
+        ):
+            continue
+        flag = "--" + CLI_NAMES.get(f.name, f.name).replace("_", "-")
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
 
 
 def run_shards(argv: list[str], devices: list[str]) -> list[tuple[str, int, str]]:

@@ -22,6 +22,9 @@ class ScoreConfig:
     model: str
     data: str
     out: str
+    revision: str | None = None  # of a hub model id
+    split: str = "train"  # of a hub dataset or a DatasetDict folder
+    data_config: str | None = None  # a hub dataset's configuration (subset)
     field: str = "prompt"
     id_field: str | None = None
     prompt_config: str = "default"

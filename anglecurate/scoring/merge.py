@@ -37,6 +37,20 @@ class ScoreResult:
     chunks_resumed: int = 0
     extra: dict = field(default_factory=dict)
 
+    @property
+    def path(self) -> Path:
+        return Path(self.out)
+
+    @property
+    def counts(self) -> dict:
+        """scored, skipped (by reason), truncated, undefined_score, dropped."""
+        return self.manifest.get("counts", {})
+
+    @property
+    def timing(self) -> dict:
+        """wall_s, rows and tokens of this run, and their rates."""
+        return self.manifest.get("timing", {})
+
     def summary(self) -> dict:
         m = self.manifest
         return {

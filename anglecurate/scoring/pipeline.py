@@ -22,7 +22,6 @@ import numpy as np
 import polars as pl
 import torch
 
-from anglecurate.builtin import resolve_data
 from anglecurate.data.dataset import Dataset, open_dataset, prompt_kind
 from anglecurate.errors import UserError
 from anglecurate.lock import exclusive_writer
@@ -31,6 +30,7 @@ from anglecurate.model.load import (
     DTYPE_NAMES,
     ModelSource,
     config_hash,
+    has_chat_template,
     load_config,
     load_model,
     load_tokenizer,
@@ -46,6 +46,7 @@ from anglecurate.scoring.config import ScoreConfig, batch_budget, parse_layers
 from anglecurate.scoring.gainrl_reference import ReferenceSpec
 from anglecurate.scoring.merge import ScoreResult, complete, rerank, run_timing
 from anglecurate.scoring.prompt import (
+    BUILTIN_TEMPLATES,
     InvalidRow,
     PromptConfig,
     PromptRenderer,
@@ -82,7 +83,14 @@ class _Plan:
 
 def plan(cfg: ScoreConfig) -> _Plan:
     cfg.validate()
-    dataset = open_dataset(resolve_data(cfg.data))
+    template = read_chat_template(cfg.chat_template)
+    source = resolve_source(cfg.model, cfg.revision)
+    if template is None and not has_chat_template(source):  # before anything slow
+        raise UserError(
+            f"{cfg.model} has no chat template; pass --chat-template plain (system text, then "
+            "User:/Assistant: turns) or --chat-template FILE (a Jinja template)"
+        )
+    dataset = open_dataset(cfg.data, cfg.split, cfg.data_config)
     kind = prompt_kind(dataset, cfg.field)
     if cfg.id_field is not None and cfg.id_field not in dataset.schema:
         raise UserError(
@@ -95,8 +103,6 @@ def plan(cfg: ScoreConfig) -> _Plan:
             "rename or drop them (or pass --id-field uid to use 'uid' as the id)"
         )
     prompt_config = load_prompt_config(cfg.prompt_config)
-    template = read_chat_template(cfg.chat_template)
-    source = resolve_source(cfg.model)
     model_config = load_config(source, cfg.trust_remote_code)
     num_layers = model_config.num_hidden_layers
     layers = parse_layers(cfg.layers, num_layers)
@@ -111,13 +117,17 @@ def plan(cfg: ScoreConfig) -> _Plan:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     run = {
         "model": {
-            "path": str(source.path),
+            **source.provenance,
             "model_type": model_config.model_type,
             "config_hash": config_hash(model_config),
             "num_layers": num_layers,
             "dtype": DTYPE_NAMES.get(dtype, str(dtype)),
         },
-        "tokenizer": {"chat_template_hash": renderer.template_hash},
+        "tokenizer": {
+            "chat_template_hash": renderer.template_hash,
+            # a built-in template by name, so validate can take the same one unasked
+            **({"chat_template": cfg.chat_template} if cfg.chat_template in BUILTIN_TEMPLATES else {}),
+        },
         "prompt": prompt_config.to_dict(),
         "dataset": {
             "path": str(dataset.path.resolve()),
@@ -127,6 +137,7 @@ def plan(cfg: ScoreConfig) -> _Plan:
             "field": cfg.field,
             "kind": kind,
             "id_field": cfg.id_field,
+            **_data_origin(dataset),
         },
         "layers": layers,
         # The authors' value is computed while scoring (it needs every token), so its layer
@@ -160,6 +171,15 @@ def plan(cfg: ScoreConfig) -> _Plan:
         batch_tokens=batch_budget(cfg.max_batch_tokens, device.type),
         shard=cfg.shard,
     )
+
+
+def _data_origin(dataset: Dataset) -> dict:
+    """How a dataset other than one local file was found (a single file records nothing
+    more, so runs started before shard and hub inputs existed still resume)."""
+    origin = dataset.source.origin if dataset.source is not None else {}
+    if origin.get("kind") in (None, "file", "builtin"):
+        return {}
+    return {"origin": origin}
 
 
 def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResult:

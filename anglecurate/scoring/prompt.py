@@ -61,10 +61,27 @@ class PromptConfig:
         return cls(data["name"], data["system"], tuple(tuple(s) for s in data["shots"]))
 
 
+# `--chat-template plain`: for base models without a template of their own. The system
+# text, then one "User:"/"Assistant:" line per turn, and "Assistant:" to answer after.
+PLAIN_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{{ message['content'] }}\n\n"
+    "{%- elif message['role'] == 'user' -%}User: {{ message['content'] }}\n"
+    "{%- elif message['role'] == 'assistant' -%}Assistant: {{ message['content'] }}\n"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}Assistant:{%- endif -%}"
+)
+BUILTIN_TEMPLATES = {"plain": PLAIN_TEMPLATE}
+
+
 def read_chat_template(path: str | None) -> str | None:
-    """A ``--chat-template`` file's text (None: the tokenizer's own template)."""
+    """A ``--chat-template``: a built-in name (``plain``) or a Jinja file's text (None: the
+    tokenizer's own template)."""
     if path is None:
         return None
+    if path in BUILTIN_TEMPLATES and not Path(path).is_file():
+        return BUILTIN_TEMPLATES[path]
     try:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -166,8 +183,8 @@ class PromptRenderer:
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
         if not self.chat_template:
             raise UserError(
-                "the tokenizer has no chat template; pass --chat-template FILE "
-                "(a Jinja chat template) to say how prompts are formatted"
+                "the tokenizer has no chat template; pass --chat-template plain (system text, "
+                "then User:/Assistant: turns) or --chat-template FILE (a Jinja template)"
             )
         self._context_cache: dict[str, tuple[str, str]] = {}
 

@@ -74,11 +74,11 @@ def test_inspect_shows_segments(monkeypatch, capsys, tiny_model_dir, data):
     "case,needles",
     [
         ("missing-data", ["not found", "--data"]),
-        ("data-dir", ["directory"]),
+        ("data-dir", ["folder with no data files"]),
         ("malformed-line", [":2:", "malformed JSON"]),
         ("missing-field", ["no column 'prompt'", "--field"]),
         ("empty-question", ["row 1", "empty question", "--skip-invalid"]),
-        ("missing-model", ["not found", "never downloaded"]),
+        ("missing-model", ["not found", "hub id"]),
         ("model-dir-no-config", ["no config.json"]),
         ("bad-layer", ["layer 7 does not exist", "3 layers"]),
         ("bad-layer-syntax", ["--layers"]),
@@ -93,7 +93,8 @@ def test_user_errors(monkeypatch, capsys, tiny_model_dir, data, tmp_path, case, 
     if case == "missing-data":
         path = tmp_path / "nope.jsonl"
     elif case == "data-dir":
-        path = tmp_path
+        path = tmp_path / "empty"
+        path.mkdir()
     elif case == "malformed-line":
         path = tmp_path / "bad.jsonl"
         path.write_text('{"question": "ok"}\n{"question": oops}\n')

@@ -1,0 +1,257 @@
+"""The Python API: ``import anglecurate as ac``; the command line is a thin layer over it.
+
+Each function takes the matching command's options as keyword arguments (``--w-inter 8``
+is ``w_inter=8``), returns a result object, and raises :class:`anglecurate.UserError` with
+the one-line message the command prints. No progress bar is drawn unless
+``progress=True``::
+
+    import anglecurate as ac
+
+    ranked = ac.score(model="Qwen/Qwen2.5-0.5B-Instruct", data="data/", out="ranked")
+    sched = ac.schedule(ranking="ranked", out="sched", per_epoch=1024, export=["trl"])
+    rows = ac.read_ranking("ranked").head(10).collect()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from anglecurate.errors import UserError
+from anglecurate.progress import ScoreProgress
+from anglecurate.reporting.write import ReportResult
+from anglecurate.scoring.merge import ScoreResult
+
+SCHEDULE_SAMPLER = ("n", "alpha", "beta", "adj_min", "adj_max", "sigma", "mu0", "shuffle")
+
+
+@dataclass
+class ValidateResult:
+    """What `validate` wrote (``ranking/validate.json`` and ``.parquet``) and found."""
+
+    ranking: Path
+    report: dict  # the content of validate.json
+
+    @property
+    def json_path(self) -> Path:
+        return self.ranking / "validate.json"
+
+    @property
+    def parquet_path(self) -> Path:
+        return self.ranking / "validate.parquet"
+
+    @property
+    def recommendation(self) -> dict | None:
+        return self.report.get("recommendation")
+
+
+@dataclass
+class ScheduleResult:
+    """A schedule folder and what was drawn into it."""
+
+    out: Path
+    epochs: int
+    per_epoch: int
+    exports: list[str]
+    sampler: dict  # the sampler's hyperparameters after scaling to the ranking's size
+    frame: pl.DataFrame  # epoch, position, uid, rank
+
+
+@dataclass
+class UpdateResult:
+    """One closed-loop step: the epoch appended and the feedback that moved the window."""
+
+    out: Path
+    epoch: int
+    accuracy: float
+    angle: float
+    mu: float
+    frame: pl.DataFrame
+
+
+def _progress(enabled: bool) -> ScoreProgress:
+    return ScoreProgress(enabled=enabled and sys.stderr.isatty())
+
+
+def _config(cls, what: str, **options):
+    """``cls(**options)``, with an unknown option named in one line."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise UserError(f"{what}() got an unknown option {unknown[0]!r}; options: {', '.join(sorted(names))}")
+    return cls(**options)
+
+
+def score(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    shard: str | None = None,
+    devices: str | None = None,
+    engine: str = "local",
+    num_workers: int = 2,
+    ray_address: str | None = None,
+    progress: bool = False,
+    **options,
+) -> ScoreResult:
+    """Score every prompt of ``data`` with ``model`` into the folder ``out`` (a rerun resumes).
+
+    ``model``: a local model folder, a ``.gguf`` file, ``builtin:smollm2`` or a hub id
+    (``revision=``); ``data``: a file, a folder or glob of shards, a ``save_to_disk`` folder,
+    ``builtin:humaneval`` or a hub dataset id (``split=``, ``data_config=``). ``options``:
+    every field of :class:`anglecurate.scoring.config.ScoreConfig` (``field``, ``layers``,
+    ``w_inter``, ``dtype``, ...). ``shard="i/N"`` scores one shard; ``devices="0,1"`` one
+    shard per device, then merges; ``engine="ray"`` spreads chunks over Ray actors.
+    """
+    from anglecurate.scale.shard import parse_shard
+    from anglecurate.scoring.config import ScoreConfig
+
+    if engine not in ("local", "ray"):
+        raise UserError(f"--engine {engine!r}: choose local or ray")
+    options["shard"] = parse_shard(shard)
+    cfg = _config(ScoreConfig, "score", model=str(model), data=str(data), out=str(out), **options)
+    if devices is not None:
+        if shard is not None or engine == "ray":
+            raise UserError("--devices runs its own shards; drop --shard and --engine ray")
+        return _score_on_devices(cfg, devices)
+    with _progress(progress) as bar:
+        if engine == "ray":
+            from anglecurate.scale.cluster import score_on_ray
+
+            return score_on_ray(cfg, num_workers, ray_address, bar)
+        from anglecurate.scoring.pipeline import score as run_score
+
+        return run_score(cfg, bar)
+
+
+def _score_on_devices(cfg, devices: str) -> ScoreResult:
+    from anglecurate.scale.launch import parse_devices, run_shards, score_argv
+    from anglecurate.scoring.merge import merge
+
+    failed = [r for r in run_shards(score_argv(cfg), parse_devices(devices)) if r[1] != 0]
+    if failed:
+        device, code, last = failed[0]
+        raise UserError(
+            f"{len(failed)} shard(s) failed; on {device} (exit {code}): {last or 'no message'}; "
+            "rerun the same command to resume"
+        )
+    return merge(cfg.out)
+
+
+def merge(out: str | Path) -> ScoreResult:
+    """Build the global ranking of a sharded run once every shard finished."""
+    from anglecurate.scoring.merge import merge as merge_shards
+
+    return merge_shards(out)
+
+
+def rank(
+    out: str | Path,
+    *,
+    layer: int | None = None,
+    w_intra: float | None = None,
+    w_inter: float | None = None,
+    metric: str | None = None,
+    length_control: bool | None = None,
+    nan_policy: str | None = None,
+    from_validate: bool = False,
+) -> ScoreResult:
+    """Rank a scored folder again from its stored per-layer values, without the model.
+    Options left at None keep the folder's current choice."""
+    from anglecurate.scoring.merge import choose, rerank
+
+    given = {"metric": metric, "layer": layer, "w_intra": w_intra, "w_inter": w_inter}
+    given |= {"length_control": length_control, "nan_policy": nan_policy}
+    choice = choose(out, {k: v for k, v in given.items() if v is not None}, from_validate)
+    return rerank(out, choice)
+
+
+def validate(ranking: str | Path, *, progress: bool = False, **options) -> ValidateResult:
+    """Measure real gradients on a sample of ``ranking`` and whether the signal holds.
+    ``options``: the fields of :class:`anglecurate.evidence.validate.ValidateConfig`."""
+    from anglecurate.evidence.validate import ValidateConfig, run_validation
+
+    cfg = _config(ValidateConfig, "validate", ranking=str(ranking), **options)
+    with _progress(progress) as bar:
+        report = run_validation(cfg, bar)
+    return ValidateResult(Path(ranking), report)
+
+
+def report(
+    ranking: str | Path, *, by: Sequence[str] = (), out: str | Path | None = None, sample: int | None = None
+) -> ReportResult:
+    """Write the HTML report of ``ranking`` (default ``ranking/report/report.html``)."""
+    from anglecurate.reporting.write import write_report
+
+    return write_report(ranking, out, by, sample)
+
+
+def schedule(
+    ranking: str | Path,
+    out: str | Path,
+    per_epoch: int,
+    *,
+    epochs: int = 1,
+    seed: int = 0,
+    step: float | None = None,
+    assume_accuracy: float | None = None,
+    assume_angle: float = 0.0,
+    batch_multiple: int = 1,
+    export: Sequence[str] = (),
+    overwrite: bool = False,
+    **sampler,
+) -> ScheduleResult:
+    """Draw ``epochs`` epochs of ``per_epoch`` prompts from ``ranking`` into the folder
+    ``out``, with trainer exports (``export=["trl", "verl", "openrlhf"]``). ``sampler``:
+    GAIN-RL's hyperparameters ``n``, ``alpha``, ``beta``, ``adj_min``, ``adj_max``,
+    ``sigma``, ``mu0``, ``shuffle`` (unset: the authors' defaults scaled to the ranking)."""
+    from anglecurate.scheduling.epochs import ScheduleConfig, create_schedule
+
+    unknown = sorted(set(sampler) - set(SCHEDULE_SAMPLER))
+    if unknown:
+        raise UserError(
+            f"schedule() got an unknown option {unknown[0]!r}; sampler options: {SCHEDULE_SAMPLER}"
+        )
+    cfg = ScheduleConfig(
+        ranking=str(ranking),
+        out=str(out),
+        per_epoch=per_epoch,
+        epochs=epochs,
+        seed=seed,
+        sampler={k: sampler.get(k) for k in SCHEDULE_SAMPLER if k != "shuffle"}
+        | {"shuffle": bool(sampler.get("shuffle", False))},
+        step=step,
+        assume_accuracy=assume_accuracy,
+        assume_angle=assume_angle,
+        batch_multiple=batch_multiple,
+        exports=tuple(export),
+        overwrite=overwrite,
+    )
+    frame, params = create_schedule(cfg)
+    epochs_drawn = frame["epoch"].n_unique()
+    return ScheduleResult(Path(out), epochs_drawn, per_epoch, list(export), dataclasses.asdict(params), frame)
+
+
+def schedule_update(
+    schedule: str | Path, feedback: str | Path, *, reward_min: float = 0.0, reward_max: float = 1.0
+) -> UpdateResult:
+    """Apply one epoch's training feedback to a schedule folder and append the next epoch."""
+    from anglecurate.scheduling.epochs import update_schedule
+
+    frame, info = update_schedule(schedule, feedback, reward_min, reward_max)
+    return UpdateResult(Path(schedule), info["epoch"], info["accuracy"], info["angle"], info["mu"], frame)
+
+
+def read_ranking(out: str | Path) -> pl.LazyFrame:
+    """The ranked rows of a finished ``score`` folder, in rank order, as a polars LazyFrame
+    (every original column, plus the score columns of docs/formats.md)."""
+    from anglecurate.scoring.store import OutputDir
+
+    _, parts = OutputDir(out).ranked_parts()
+    return pl.scan_parquet(parts)

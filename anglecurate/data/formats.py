@@ -1,0 +1,159 @@
+"""One data file at a time: its format, its content hash, its rows.
+
+Formats: Parquet, JSONL (``.jsonl``, ``.ndjson``, optionally gzipped; a ``.json`` file
+whose first character is not ``[`` is read as JSON lines too), a JSON array, and Arrow IPC
+streams (the ``data-*.arrow`` files of ``datasets.Dataset.save_to_disk``). Only this module
+and :mod:`anglecurate.data.dataset` open data files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import polars as pl
+
+from anglecurate.errors import UserError
+
+FORMATS = ("parquet", "jsonl", "json", "arrow")
+DATA_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".json", ".json.gz", ".arrow")
+
+
+def is_data_file(path: Path) -> bool:
+    return path.name.lower().endswith(DATA_SUFFIXES)
+
+
+def detect_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith(".arrow"):
+        return "arrow"
+    if name.endswith((".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")):
+        return "jsonl"
+    if name.endswith((".json", ".json.gz")):
+        # A .json file may hold JSON lines; the first non-blank character decides.
+        with open_text(path) as f:
+            head = f.read(4096).lstrip()
+        return "json" if head.startswith("[") else "jsonl"
+    raise UserError(f"{path}: unknown data format; use .json, .jsonl, .jsonl.gz, .parquet or .arrow")
+
+
+def open_text(path: Path):
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def file_digest(path: Path) -> str:
+    """Content hash of one file (blake2b, streamed)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(files: list[Path], root: Path | None = None) -> str:
+    """Identifies a dataset for resume: the content hash of its one file, or, for several,
+    a hash over each file's name (relative to ``root``) and content hash, in reading order."""
+    if len(files) == 1:
+        return file_digest(files[0])
+    digest = hashlib.blake2b(digest_size=16)
+    for path in files:
+        name = str(path.relative_to(root)) if root is not None else path.name
+        digest.update(f"{name}\0{file_digest(path)}\n".encode())
+    return digest.hexdigest()
+
+
+# -- JSON lines ------------------------------------------------------------------------------
+Line = tuple[Path, int, str]  # (file, 1-based line number, text)
+
+
+def jsonl_lines(files: Iterable[Path]) -> Iterator[Line]:
+    """Non-blank lines of each file in turn, with where each came from."""
+    for path in files:
+        with open_text(path) as f:
+            for lineno, line in enumerate(f, start=1):
+                if line.strip():  # a file's last line may lack its newline: batches join lines
+                    yield path, lineno, line if line.endswith("\n") else line + "\n"
+
+
+def batches(lines: Iterator[Line], size: int) -> Iterator[list[Line]]:
+    batch: list[Line] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def parse_lines(batch: list[Line], schema: pl.Schema | None = None) -> pl.DataFrame:
+    """Rows of a batch of JSON lines; a malformed one is named by file and line number."""
+    try:
+        # Without a schema (the inference pass) every line counts, not only the first 100.
+        text = "".join(line for _, _, line in batch)
+        return pl.read_ndjson(io.StringIO(text), schema=schema, infer_schema_length=None)
+    except Exception as exc:
+        for path, lineno, line in batch:
+            try:
+                if not isinstance(json.loads(line), dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as bad:
+                raise UserError(
+                    f"{path}:{lineno}: malformed JSON line ({bad}); fix or remove that row"
+                ) from exc
+        path, lineno, _ = batch[0]
+        raise UserError(f"{path}: cannot parse rows near line {lineno}: {exc}") from exc
+
+
+def scan_jsonl(path: Path) -> tuple[pl.Schema, int]:
+    """One streaming pass over a file: its schema unified over every row, and its row count."""
+    empties: list[pl.DataFrame] = []
+    num_rows = 0
+    for batch in batches(jsonl_lines([path]), 8192):
+        frame = parse_lines(batch)
+        empties.append(frame.clear())
+        num_rows += frame.height
+    if not empties:
+        return pl.Schema(), 0
+    return pl.concat(empties, how="diagonal_relaxed").schema, num_rows
+
+
+# -- whole-file formats ----------------------------------------------------------------------
+def read_json_array(path: Path) -> pl.DataFrame:
+    with open_text(path) as f:
+        try:
+            rows = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: malformed JSON at line {exc.lineno}: {exc.msg}") from exc
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"{path}: expected a JSON array of objects (one per row)")
+    return pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
+
+
+def arrow_table(path: Path):
+    """An Arrow IPC stream file, memory-mapped: slicing it reads only the rows it covers."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        raise UserError(
+            f"reading {path} (Arrow, from datasets' save_to_disk) needs pyarrow: "
+            "pip install 'anglecurate[datasets]'"
+        ) from None
+    source = pa.memory_map(str(path))  # stays open while the table's buffers refer to it
+    try:
+        return pa.ipc.open_stream(source).read_all()
+    except pa.ArrowInvalid:  # the IPC file format, as some writers produce
+        return pa.ipc.open_file(source).read_all()
+
+
+def arrow_frame(table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    return frame if isinstance(frame, pl.DataFrame) else frame.to_frame()
