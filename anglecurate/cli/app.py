@@ -120,7 +120,9 @@ def score(
         Packing.auto, help="Pack each batch into one sequence: on, off, or auto (on with a varlen attention)."
     ),
     attn_implementation: str = typer.Option(
-        "sdpa", help="Attention kernel: sdpa, eager, flex_attention, flash_attention_2 (packing)."
+        "auto",
+        help="Attention kernel: auto (SDPA where the model supports it, else eager), sdpa, eager, "
+        "flex_attention, flash_attention_2 (packing).",
     ),
     shard: str = typer.Option(None, help="Score only shard i/N of the rows (by uid hash) into OUT."),
     devices: str = typer.Option(None, help="One shard per device, e.g. 0,1,2,3 (CUDA) or cpu,cpu."),

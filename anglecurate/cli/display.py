@@ -104,8 +104,11 @@ def print_summary(console: Console, summary: dict) -> None:
         f"rows {summary['rows']:,}  scored {summary['scored']:,}  skipped {skipped_text}  "
         f"truncated {summary['truncated']:,}  undefined score {summary['undefined_score']:,}"
         + (f" (left out: {summary['dropped']:,})" if summary.get("dropped") else ""),
-        f"ranked by {summary['ranking']}",
+        f"ranked by {summary['ranking']}"
+        + (f"  (layers scored: {summary['layers']})" if summary.get("layers") else ""),
     ]
+    if summary.get("attention"):
+        lines.append(f"attention: {summary['attention']}")
     if summary["status"] == "complete" and timing.get("tokens_per_s"):
         lines.append(
             f"{timing['rows_this_run']:,} rows in {timing['wall_s']:.1f} s  "

@@ -33,7 +33,7 @@ from anglecurate.errors import UserError
 Reward = Callable[[str, str], float]
 
 
-def mlp_input_projections(mlps: list[nn.Module], probe: Callable[[], None]) -> list[list[nn.Linear]]:
+def mlp_input_projections(mlps: list[nn.Module | None], probe: Callable[[], None]) -> list[list[nn.Linear]]:
     """Per MLP, the linear layers whose input is the MLP's own input (gate and up
     projections in Llama-style blocks, ``c_fc`` or ``fc1`` elsewhere), found by watching
     one ``probe()`` forward rather than by module names."""
@@ -41,6 +41,8 @@ def mlp_input_projections(mlps: list[nn.Module], probe: Callable[[], None]) -> l
     hits: list[list[nn.Linear]] = [[] for _ in mlps]
     hooks = []
     for k, mlp in enumerate(mlps):
+        if mlp is None:  # a layer without a feed-forward block (a Mamba layer): nothing to read
+            continue
         hooks.append(mlp.register_forward_pre_hook(lambda _m, a, k=k: seen.__setitem__(k, a[0])))
         for module in mlp.modules():
             if isinstance(module, nn.Linear):
@@ -55,7 +57,7 @@ def mlp_input_projections(mlps: list[nn.Module], probe: Callable[[], None]) -> l
     finally:
         for h in hooks:
             h.remove()
-    if not all(hits):
+    if not all(h for h, mlp in zip(hits, mlps, strict=True) if mlp is not None):
         raise UserError(
             "cannot find the linear layers that read the MLP input; validate supports Llama-style MLPs"
         )

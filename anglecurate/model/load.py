@@ -159,12 +159,23 @@ def load_config(source: ModelSource, trust_remote_code: bool = False):
             f"{config.model_type} is an encoder-decoder model; anglecurate scores "
             "decoder-only causal LMs (Llama, Qwen2, Mistral families)"
         )
-    if not getattr(config, "num_hidden_layers", None):
+    if not getattr(config.get_text_config(), "num_hidden_layers", None):
         raise UserError(
-            f"model type {config.model_type!r} has no num_hidden_layers in its "
-            "config; anglecurate scores decoder-only causal LMs"
+            f"model type {config.model_type!r} has no num_hidden_layers in its config (nor in a "
+            "text_config); anglecurate cannot tell how many decoder layers to look for"
         )
     return config
+
+
+def is_multimodal(config) -> bool:
+    """A model whose language model is one part among others (Qwen2.5-VL, Gemma 3 4B+):
+    its config holds the decoder's in ``text_config``."""
+    return config.get_text_config() is not config
+
+
+def num_layers(config) -> int:
+    """The decoder's layer count (the language model's, in a multimodal config)."""
+    return config.get_text_config().num_hidden_layers
 
 
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
@@ -172,11 +183,18 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
 
     try:
         with _hub_sealed():
-            return AutoTokenizer.from_pretrained(
+            tokenizer = AutoTokenizer.from_pretrained(
                 source.directory, trust_remote_code=trust_remote_code, **source.load_kwargs
             )
     except Exception as exc:
         raise UserError(f"cannot load the tokenizer at {source.path}: {first_line(exc)}") from exc
+    processor_template = source.directory / "chat_template.json"  # multimodal repos keep it there
+    if not getattr(tokenizer, "chat_template", None) and processor_template.is_file():
+        try:
+            tokenizer.chat_template = json.loads(processor_template.read_text())["chat_template"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"cannot read the chat template in {processor_template}: {exc}") from exc
+    return tokenizer
 
 
 def config_hash(config) -> str:
@@ -234,11 +252,15 @@ def load_model(
     dtype: torch.dtype,
     device: torch.device,
     trust_remote_code: bool = False,
-    attn_implementation: str = "sdpa",
+    attn_implementation: str = "auto",
     causal_lm: bool = False,
 ) -> LoadedModel:
     """The base model (scoring), or with ``causal_lm`` the model with its LM head (validate's
-    backward passes); in eval mode either way."""
+    backward passes); in eval mode either way.
+
+    ``attn_implementation`` "auto" lets transformers pick (SDPA where the model supports it,
+    eager where not: Gemma 2, gpt-oss, BLOOM, MPT, ...); the choice made is recorded. For a
+    multimodal checkpoint the language model inside is scored, on text-only prompts."""
     from transformers import AutoModel, AutoModelForCausalLM
 
     auto = AutoModelForCausalLM if causal_lm else AutoModel
@@ -249,9 +271,12 @@ def load_model(
                 config=config,
                 dtype=dtype,
                 trust_remote_code=trust_remote_code,
-                attn_implementation=attn_implementation,
+                attn_implementation=None if attn_implementation == "auto" else attn_implementation,
                 **source.load_kwargs,
             )
     except Exception as exc:
         raise UserError(f"cannot load model weights from {source.path}: {first_line(exc)}") from exc
-    return wrap_model(base.eval().to(device), config.num_hidden_layers)
+    base = base.eval().to(device)
+    if is_multimodal(config) and not causal_lm:
+        base = base.get_decoder()  # the language model: input_ids in, hidden states out
+    return wrap_model(base, num_layers(config), config.get_text_config().hidden_size)

@@ -39,6 +39,13 @@ class ChunkScorer:
         model = load_model(
             p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code, cfg.attn_implementation
         )
+        if model.ffn_layers != list(range(model.num_layers)):
+            # The driver planned the run without loading the model: it cannot know which
+            # layers a hybrid stack lets it score.
+            raise UserError(
+                f"--engine ray scores models whose every layer has a feed-forward block; "
+                f"{type(model.base).__name__} has layers without one: use the local engine or --shard"
+            )
         self._stack = ExitStack()  # the hooks stay in place for the actor's lifetime
         self.capture = self._stack.enter_context(angle_capture(model, self.p.layers, self.p.reference))
         self.out = OutputDir(cfg.out)

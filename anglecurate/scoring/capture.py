@@ -9,10 +9,12 @@ removes them, whatever happens inside.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from anglecurate.model.layers import LoadedModel
 from anglecurate.scoring.angles.dispatch import kernel_backend, reduce_segments
@@ -87,6 +89,8 @@ class AngleCapture:
     def _hook(self, layer: int, is_deepest: bool):
         def hook(_module, args, kwargs):
             hidden = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
+            if hidden.ndim == 2:  # tokens flattened before the block (OPT's fc1): [B * T, d]
+                hidden = hidden.view(self._batch.input_ids.shape[0], -1, hidden.shape[-1])
             self._sums[layer] = reduce_segments(hidden, self._segments)
             if self.reference is not None and layer == self.reference.layer:
                 self._reference = self._reference_values(hidden)
@@ -151,12 +155,30 @@ def angle_capture(
     With ``reference``, its layer's hook also computes the authors' per-prompt value."""
     capture = AngleCapture(model, layer_indices, reference)
     deepest = max(capture.layer_indices)
-    handles = [
-        model.mlps[i].register_forward_pre_hook(
-            capture._hook(i, stop_early and i == deepest), with_kwargs=True
-        )
-        for i in capture.layer_indices
-    ]
+    # A feed-forward block may serve several layers (Zamba's shared block): each call is
+    # credited to the layer running, which the layers' own pre-hooks track.
+    served: dict[int, tuple[nn.Module, dict[int, Callable]]] = {}
+    for i in capture.layer_indices:
+        module = model.mlps[i]
+        served.setdefault(id(module), (module, {}))[1][i] = capture._hook(i, stop_early and i == deepest)
+    current: list[int | None] = [None]
+
+    def enter(index):
+        def hook(_module, _args):
+            current[0] = index
+
+        return hook
+
+    def dispatch(hooks):
+        def hook(module, args, kwargs):
+            layer_hook = hooks.get(current[0])
+            if layer_hook is not None:
+                layer_hook(module, args, kwargs)
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(enter(i)) for i, layer in enumerate(model.layers)]
+    handles += [m.register_forward_pre_hook(dispatch(h), with_kwargs=True) for m, h in served.values()]
     try:
         yield capture
     finally:

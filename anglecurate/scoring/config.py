@@ -10,7 +10,8 @@ from anglecurate.scoring.ranking import RankChoice, resolve_layer
 
 # Attention kernels transformers can run packed batches with: sdpa and eager with a
 # block-diagonal mask, flex_attention with document masks, flash-attention padding-free.
-ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
+# "auto": transformers' own choice, SDPA where the model supports it and eager otherwise.
+ATTENTION = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
 # Of those, the ones whose cost follows each prompt's own length (padding-free).
 VARLEN_ATTENTION = ("flex_attention", "flash_attention_2", "flash_attention_3")
 
@@ -49,7 +50,7 @@ class ScoreConfig:
     overwrite: bool = False
     trust_remote_code: bool = False
     packing: str = "auto"  # on: one packed sequence per batch; auto: on with a varlen attention
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "auto"
     shard: Shard = Shard()  # i/N: score only shard i's rows (frozen, so a safe default)
 
     @property

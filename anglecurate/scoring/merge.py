@@ -62,7 +62,14 @@ class ScoreResult:
             "timing": m["timing"],
             "chunks_resumed": self.chunks_resumed,
             "parts": [p["file"] for p in m["outputs"]["ranked"]],
+            "layers": _layer_list(m["run"]["layers"], m["run"]["model"]["num_layers"]),
+            "attention": m.get("device", {}).get("attn_implementation"),
         }
+
+
+def _layer_list(layers: list[int], num_layers: int) -> str:
+    """``all 24`` when every layer was scored, else the indices."""
+    return f"all {num_layers}" if layers == list(range(num_layers)) else ", ".join(map(str, layers))
 
 
 def run_timing(wall: float, rows: int, tokens: int) -> dict:

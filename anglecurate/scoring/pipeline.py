@@ -16,7 +16,7 @@ leaves no trace.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -26,6 +26,7 @@ from anglecurate.data.dataset import Dataset, open_dataset, prompt_kind
 from anglecurate.errors import UserError
 from anglecurate.lock import exclusive_writer
 from anglecurate.manifest import device_info, same_run
+from anglecurate.model.layers import LoadedModel
 from anglecurate.model.load import (
     DTYPE_NAMES,
     ModelSource,
@@ -37,6 +38,9 @@ from anglecurate.model.load import (
     resolve_device,
     resolve_dtype,
     resolve_source,
+)
+from anglecurate.model.load import (
+    num_layers as model_num_layers,
 )
 from anglecurate.progress import ScoreProgress
 from anglecurate.scale.shard import Shard
@@ -104,8 +108,8 @@ def plan(cfg: ScoreConfig) -> _Plan:
         )
     prompt_config = load_prompt_config(cfg.prompt_config)
     model_config = load_config(source, cfg.trust_remote_code)
-    num_layers = model_config.num_hidden_layers
-    layers = parse_layers(cfg.layers, num_layers)
+    num_layers = model_num_layers(model_config)
+    layers = parse_layers(cfg.layers, num_layers)  # `all` and `last` are settled once it loads
     choice = cfg.choice.resolved(layers, num_layers)
     reference = None
     if choice.metric == "gainrl-reference":
@@ -201,6 +205,8 @@ def _score(cfg: ScoreConfig, out: OutputDir, progress: ScoreProgress) -> ScoreRe
     model = load_model(
         p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code, cfg.attn_implementation
     )
+    p = settle_layers(cfg, p, model)
+    check_previous(cfg, p, out)
     done, done_rows = start_run(cfg, p, out)
     t0 = time.perf_counter()
     tokens = 0
@@ -222,7 +228,8 @@ def _score(cfg: ScoreConfig, out: OutputDir, progress: ScoreProgress) -> ScoreRe
             out.discard_empty_start()
         raise
     timing = run_timing(time.perf_counter() - t0, rows_scored_now, tokens)
-    return complete(out, p.shard, p.run, p.dataset.columns, timing, device_info(p.device), len(done))
+    device = {**device_info(p.device), "attn_implementation": model.attn_implementation}
+    return complete(out, p.shard, p.run, p.dataset.columns, timing, device, len(done))
 
 
 def open_run(cfg: ScoreConfig, out: OutputDir) -> tuple[_Plan, ScoreResult | None]:
@@ -236,17 +243,21 @@ def open_run(cfg: ScoreConfig, out: OutputDir) -> tuple[_Plan, ScoreResult | Non
     p = plan(cfg)
     previous = out.previous_run()
     if previous is not None and not cfg.overwrite:
-        changed = same_run(previous, p.run)
-        if changed:
-            raise UserError(
-                f"{out.root} holds a run with different {', '.join(changed)}; pass "
-                "--overwrite to replace it or choose another --out"
-            )
+        # `all` and `last` mean the layers with a feed-forward block, known once the model
+        # loads: those keys are compared then (check_previous), the rest now.
+        follows = _layers_follow_model(cfg)
+        num = p.run["model"]["num_layers"]
+        ffn = previous.get("model", {}).get("ffn_layers", list(range(num)))  # set for hybrid stacks only
+        expected = {**p.run, "model": _with_ffn(p.run["model"], ffn, num)}
+        if follows:
+            expected["layers"] = [max(ffn)] if cfg.layers.strip().lower() == "last" else ffn
+        _refuse_changed(out, [k for k in same_run(previous, expected) if not (follows and k == "reference")])
         manifest = out.read_manifest()
         if manifest is not None:
             out.cleanup_finished()
-            if RankChoice.from_dict(manifest["ranking"]) != p.choice:  # only the ranking differs
-                return p, rerank(out.root, p.choice)
+            choice = cfg.choice.resolved(expected["layers"], num)
+            if RankChoice.from_dict(manifest["ranking"]) != choice:  # only the ranking differs
+                return p, rerank(out.root, choice)
             return p, ScoreResult(str(out.root), "already complete", manifest)
     elif previous is None and out.is_foreign() and not cfg.overwrite:
         raise UserError(
@@ -262,6 +273,59 @@ def open_run(cfg: ScoreConfig, out: OutputDir) -> tuple[_Plan, ScoreResult | Non
             )
 
     return p, None
+
+
+def _with_ffn(model: dict, ffn: list[int], num_layers: int) -> dict:
+    """The run's model record, with the layers that have a feed-forward block when not all
+    do (so a finished hybrid run is recognised without loading the model again)."""
+    model = {k: v for k, v in model.items() if k != "ffn_layers"}
+    return model if ffn == list(range(num_layers)) else {**model, "ffn_layers": ffn}
+
+
+def _layers_follow_model(cfg: ScoreConfig) -> bool:
+    return cfg.layers.strip().lower() in ("all", "last")
+
+
+def settle_layers(cfg: ScoreConfig, p: _Plan, model: LoadedModel) -> _Plan:
+    """The scored layers once the model is loaded: `all` and `last` keep to the layers that
+    have a feed-forward block (every layer, in most models); a layer named in ``--layers``
+    without one is refused in one line."""
+    ffn = model.ffn_layers
+    if _layers_follow_model(cfg):
+        layers = [max(ffn)] if cfg.layers.strip().lower() == "last" else ffn
+    else:
+        missing = [layer for layer in p.layers if layer not in ffn]
+        if missing:
+            raise UserError(
+                f"--layers: layer {missing[0]} of {type(model.base).__name__} has no feed-forward block "
+                f"(the signal is an MLP's input); layers with one: {', '.join(map(str, ffn))}"
+            )
+        layers = p.layers
+    num = p.run["model"]["num_layers"]
+    model_info = _with_ffn(p.run["model"], ffn, num)
+    if layers == p.layers and model_info == p.run["model"]:
+        return p
+    choice = cfg.choice.resolved(layers, num)
+    reference = ReferenceSpec(choice.layer, cfg.ref_prefix, cfg.ref_suffix) if p.reference else None
+    run = {**p.run, "model": model_info, "layers": layers, "ranking": choice.to_dict()}
+    if reference is not None:
+        run["reference"] = {"layer": reference.layer, "prefix": cfg.ref_prefix, "suffix": cfg.ref_suffix}
+    return replace(p, layers=layers, choice=choice, reference=reference, run=run)
+
+
+def check_previous(cfg: ScoreConfig, p: _Plan, out: OutputDir) -> None:
+    """After :func:`settle_layers`: an unfinished run in ``out`` must match in its layers too."""
+    previous = out.previous_run()
+    if previous is not None and not cfg.overwrite:
+        _refuse_changed(out, same_run(previous, p.run))
+
+
+def _refuse_changed(out: OutputDir, changed: list[str]) -> None:
+    if changed:
+        raise UserError(
+            f"{out.root} holds a run with different {', '.join(changed)}; pass "
+            "--overwrite to replace it or choose another --out"
+        )
 
 
 def start_run(cfg: ScoreConfig, p: _Plan, out: OutputDir) -> tuple[set[int], int]:

@@ -146,7 +146,7 @@ def test_unsupported_model_is_refused(monkeypatch, capsys, tmp_path, data, token
     args = _score(model_dir, data, tmp_path / "o", "--field", "question", "--chat-template", template)
     capsys.readouterr()  # drop transformers' save progress bar
     code, _, err = run_cli(monkeypatch, capsys, *args)
-    _one_line_error(code, err, "decoder-only")
+    _one_line_error(code, err, "not a causal language model", "decoder-only")
 
 
 def test_foreign_output_folder_is_left_alone(monkeypatch, capsys, tiny_model_dir, data, tmp_path):
