@@ -46,6 +46,7 @@ class LoadedModel:
     dtype: torch.dtype
     device: torch.device
     attn_implementation: str | None = None
+    note: str | None = None  # what part of the checkpoint is scored, when not all of it
     # each layer's block as a name inside its layer: "mlp", "fc1", "shared_transf.feed_forward"
     mlp_names: list[str | None] = field(default_factory=list)
 

@@ -277,6 +277,10 @@ def load_model(
     except Exception as exc:
         raise UserError(f"cannot load model weights from {source.path}: {first_line(exc)}") from exc
     base = base.eval().to(device)
+    note = None
     if is_multimodal(config) and not causal_lm:
-        base = base.get_decoder()  # the language model: input_ids in, hidden states out
-    return wrap_model(base, num_layers(config), config.get_text_config().hidden_size)
+        whole, base = type(base).__name__, base.get_decoder()  # the language model: ids in, states out
+        note = f"the language model ({type(base).__name__}) of {whole}, on text-only prompts"
+    model = wrap_model(base, num_layers(config), config.get_text_config().hidden_size)
+    model.note = note
+    return model

@@ -229,6 +229,8 @@ def _score(cfg: ScoreConfig, out: OutputDir, progress: ScoreProgress) -> ScoreRe
         raise
     timing = run_timing(time.perf_counter() - t0, rows_scored_now, tokens)
     device = {**device_info(p.device), "attn_implementation": model.attn_implementation}
+    if model.note:
+        device["scored"] = model.note
     return complete(out, p.shard, p.run, p.dataset.columns, timing, device, len(done))
 
 
