@@ -107,8 +107,8 @@ def print_summary(console: Console, summary: dict) -> None:
         f"ranked by {summary['ranking']}"
         + (f"  (layers scored: {summary['layers']})" if summary.get("layers") else ""),
     ]
-    if summary.get("scored"):
-        lines.append(f"scored: {summary['scored']}")
+    if summary.get("scored_part"):
+        lines.append(f"scored: {summary['scored_part']}")
     if summary.get("attention"):
         lines.append(f"attention: {summary['attention']}")
     if summary["status"] == "complete" and timing.get("tokens_per_s"):

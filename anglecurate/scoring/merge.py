@@ -64,7 +64,7 @@ class ScoreResult:
             "parts": [p["file"] for p in m["outputs"]["ranked"]],
             "layers": _layer_list(m["run"]["layers"], m["run"]["model"]["num_layers"]),
             "attention": m.get("device", {}).get("attn_implementation"),
-            "scored": m.get("device", {}).get("scored"),
+            "scored_part": m.get("device", {}).get("scored"),
         }
 
 

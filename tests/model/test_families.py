@@ -348,7 +348,8 @@ def test_every_scored_layer_matches_a_hand_placed_float64_reference(family, toke
     assert result.manifest["run"]["layers"] == sorted(names), "exactly the layers with a feed-forward block"
     assert result.manifest["device"]["attn_implementation"] in ("sdpa", "eager")
     if config.get_text_config() is not config:  # multimodal: the summary says what was scored
-        assert result.summary()["scored"].startswith("the language model (")
+        assert result.summary()["scored_part"].startswith("the language model (")
+        assert result.summary()["scored"] == len(QUESTIONS)
     ranked = read_ranked(tmp_path / "out")
     naive = _hand_placed(folder, config, stack, names, cfg)
     assert len(naive) == len(QUESTIONS)
