@@ -101,7 +101,8 @@ def folder_lock(
         try:
             yield
         finally:
-            held.depth -= 1
+            with _held_guard:
+                held.depth -= 1
         return
     held = _acquire(folder, command, heartbeat_s, stale_after_s)
     with _held_guard:

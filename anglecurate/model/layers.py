@@ -63,11 +63,12 @@ class LoadedModel:
 def wrap_model(base: nn.Module, num_layers: int, hidden_size: int | None = None) -> LoadedModel:
     """Locate the decoder layers and feed-forward blocks of an already loaded model."""
     layers = find_decoder_layers(base, num_layers)
-    _check_causal(base)
     if hidden_size is None:
         config = getattr(base, "config", None)
         hidden_size = getattr(config.get_text_config(), "hidden_size", None) if config is not None else None
-    names = find_mlps(base, layers, hidden_size)
+    calls, first = _probe(base, layers)
+    _check_causal(base, first)
+    names = find_mlps(calls, len(layers), hidden_size)
     mlps = [layer.get_submodule(name) if name else None for layer, name in zip(layers, names, strict=True)]
     if not any(mlps):
         raise UserError(
@@ -79,23 +80,30 @@ def wrap_model(base: nn.Module, num_layers: int, hidden_size: int | None = None)
     return LoadedModel(base, layers, mlps, param.dtype, param.device, attn, names)
 
 
-def _check_causal(base: nn.Module) -> None:
+def _check_causal(base: nn.Module, first: torch.Tensor) -> None:
     """Refuse a bidirectional encoder (BERT and kin): in a causal LM the first position's
-    output cannot depend on a later token."""
-    device = next(base.parameters()).device
-    ids = torch.arange(PROBE_TOKENS, device=device)[None]
-    changed = ids.clone()
+    output (``first``, from the probe) cannot change when the last token does."""
+    changed = _probe_ids(base)
     changed[0, -1] += 1
-    try:
-        with torch.inference_mode():
-            first = [_first_tensor(base(input_ids=x, use_cache=False))[0, 0].float() for x in (ids, changed)]
-    except Exception as exc:
-        raise UserError(f"a probe forward of {type(base).__name__} failed: {first_line(exc)}") from exc
-    if not torch.allclose(first[0], first[1], rtol=1e-4, atol=1e-6):
+    again = _forward(base, changed)
+    if not torch.allclose(first, again, rtol=1e-4, atol=1e-6):
         raise UserError(
             f"{type(base).__name__} is not a causal language model (its first position sees later "
             "tokens); anglecurate scores decoder-only LMs, whose prompts read left to right"
         )
+
+
+def _probe_ids(base: nn.Module) -> torch.Tensor:
+    return torch.arange(PROBE_TOKENS, device=next(base.parameters()).device)[None]
+
+
+def _forward(base: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """One probe forward; returns the output at the first position, [width] float32."""
+    try:
+        with torch.inference_mode():
+            return _first_tensor(base(input_ids=ids, use_cache=False))[0, 0].float()
+    except Exception as exc:
+        raise UserError(f"a probe forward of {type(base).__name__} failed: {first_line(exc)}") from exc
 
 
 def find_decoder_layers(base: nn.Module, num_layers: int) -> list[nn.Module]:
@@ -130,11 +138,11 @@ class _Call:
     order: int
 
 
-def find_mlps(base: nn.Module, layers: list[nn.Module], hidden_size: int | None) -> list[str | None]:
-    """Each layer's feed-forward block, as a name relative to the layer (None: it has none)."""
-    calls = _probe(base, layers)
+def find_mlps(calls: list[_Call], num_layers: int, hidden_size: int | None) -> list[str | None]:
+    """Each layer's feed-forward block, from the probe's ``calls``, as a name relative to
+    the layer (None: it has none)."""
     names = []
-    for index in range(len(layers)):
+    for index in range(num_layers):
         own = [c for c in calls if c.layer == index]
         kinds = {c.name: _kind(c, hidden_size) for c in own}
         mixers = [n for n, k in kinds.items() if k == "mix"]
@@ -150,8 +158,9 @@ def find_mlps(base: nn.Module, layers: list[nn.Module], hidden_size: int | None)
     return names
 
 
-def _probe(base: nn.Module, layers: list[nn.Module]) -> list[_Call]:
-    """Run a four-token forward with a pre-hook on every weight-holding module in the stack.
+def _probe(base: nn.Module, layers: list[nn.Module]) -> tuple[list[_Call], torch.Tensor]:
+    """Run a four-token forward with a pre-hook on every weight-holding module in the stack;
+    returns the calls and the output at the first position.
 
     A module may serve several layers (Zamba's shared transformer block), so each call is
     credited to the layer running at the time, which the layers' own pre-hooks track."""
@@ -177,15 +186,11 @@ def _probe(base: nn.Module, layers: list[nn.Module]) -> list[_Call]:
     hooks = [layer.register_forward_pre_hook(enter(i)) for i, layer in enumerate(layers)]
     hooks += [m.register_forward_pre_hook(record, with_kwargs=True) for m in modules.values()]
     try:
-        device = next(base.parameters()).device
-        with torch.inference_mode():
-            base(input_ids=torch.arange(PROBE_TOKENS, device=device)[None], use_cache=False)
-    except Exception as exc:
-        raise UserError(f"a probe forward of {type(base).__name__} failed: {first_line(exc)}") from exc
+        first = _forward(base, _probe_ids(base))
     finally:
         for h in hooks:
             h.remove()
-    return calls
+    return calls, first
 
 
 def _detach(value):

@@ -144,16 +144,22 @@ def has_chat_template(source: ModelSource) -> bool:
     return bool(config.get("chat_template"))
 
 
+def _from_pretrained(auto, source: ModelSource, failure: str, **kwargs):
+    """``auto.from_pretrained`` on the source's files, offline and quiet; a failure is one
+    line: ``failure``, the path, and the library's own first line."""
+    try:
+        with _hub_sealed():
+            return auto.from_pretrained(source.directory, **kwargs, **source.load_kwargs)
+    except Exception as exc:
+        raise UserError(f"{failure} {source.path}: {first_line(exc)}") from exc
+
+
 def load_config(source: ModelSource, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
-    try:
-        with _hub_sealed():
-            config = AutoConfig.from_pretrained(
-                source.directory, trust_remote_code=trust_remote_code, **source.load_kwargs
-            )
-    except Exception as exc:
-        raise UserError(f"cannot read the model config at {source.path}: {first_line(exc)}") from exc
+    config = _from_pretrained(
+        AutoConfig, source, "cannot read the model config at", trust_remote_code=trust_remote_code
+    )
     if getattr(config, "is_encoder_decoder", False):
         raise UserError(
             f"{config.model_type} is an encoder-decoder model; anglecurate scores "
@@ -181,13 +187,9 @@ def num_layers(config) -> int:
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    try:
-        with _hub_sealed():
-            tokenizer = AutoTokenizer.from_pretrained(
-                source.directory, trust_remote_code=trust_remote_code, **source.load_kwargs
-            )
-    except Exception as exc:
-        raise UserError(f"cannot load the tokenizer at {source.path}: {first_line(exc)}") from exc
+    tokenizer = _from_pretrained(
+        AutoTokenizer, source, "cannot load the tokenizer at", trust_remote_code=trust_remote_code
+    )
     processor_template = source.directory / "chat_template.json"  # multimodal repos keep it there
     if not getattr(tokenizer, "chat_template", None) and processor_template.is_file():
         try:
@@ -264,18 +266,15 @@ def load_model(
     from transformers import AutoModel, AutoModelForCausalLM
 
     auto = AutoModelForCausalLM if causal_lm else AutoModel
-    try:
-        with _hub_sealed():
-            base = auto.from_pretrained(
-                source.directory,
-                config=config,
-                dtype=dtype,
-                trust_remote_code=trust_remote_code,
-                attn_implementation=None if attn_implementation == "auto" else attn_implementation,
-                **source.load_kwargs,
-            )
-    except Exception as exc:
-        raise UserError(f"cannot load model weights from {source.path}: {first_line(exc)}") from exc
+    base = _from_pretrained(
+        auto,
+        source,
+        "cannot load model weights from",
+        config=config,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        attn_implementation=None if attn_implementation == "auto" else attn_implementation,
+    )
     base = base.eval().to(device)
     note = None
     if is_multimodal(config) and not causal_lm:

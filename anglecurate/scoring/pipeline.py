@@ -4,7 +4,7 @@
     prompt   -> chat text + question span  (anglecurate.scoring.prompt)
     segments -> token ids + segment spans  (anglecurate.scoring.segments)
     batching -> padded length buckets      (anglecurate.scoring.batching)
-    capture  -> per-layer c_intra, c_inter (anglecurate.scoring.capture, anglecurate.scoring.angles.unit_sums)
+    capture  -> per-layer c_intra, c_inter (anglecurate.scoring.capture, anglecurate.scoring.angles)
     store    -> chunk files, global ranking, manifest (anglecurate.scoring.store)
 
 Options, the data file and its columns, the model config, the tokenizer and the output
@@ -110,10 +110,7 @@ def plan(cfg: ScoreConfig) -> _Plan:
     model_config = load_config(source, cfg.trust_remote_code)
     num_layers = model_num_layers(model_config)
     layers = parse_layers(cfg.layers, num_layers)  # `all` and `last` are settled once it loads
-    choice = cfg.choice.resolved(layers, num_layers)
-    reference = None
-    if choice.metric == "gainrl-reference":
-        reference = ReferenceSpec(choice.layer, cfg.ref_prefix, cfg.ref_suffix)
+    choice, reference, by_layers = _layer_choice(cfg, layers, num_layers)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, model_config, device)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
@@ -143,13 +140,7 @@ def plan(cfg: ScoreConfig) -> _Plan:
             "id_field": cfg.id_field,
             **_data_origin(dataset),
         },
-        "layers": layers,
-        # The authors' value is computed while scoring (it needs every token), so its layer
-        # and P, S are scoring options; the ranking choice is not (see same_run).
-        "reference": None
-        if reference is None
-        else {"layer": reference.layer, "prefix": cfg.ref_prefix, "suffix": cfg.ref_suffix},
-        "ranking": choice.to_dict(),
+        **by_layers,
         "max_length": cfg.max_length,
         "on_long": cfg.on_long,
         "skip_invalid": cfg.skip_invalid,
@@ -175,6 +166,25 @@ def plan(cfg: ScoreConfig) -> _Plan:
         batch_tokens=batch_budget(cfg.max_batch_tokens, device.type),
         shard=cfg.shard,
     )
+
+
+def _layer_choice(cfg: ScoreConfig, layers: list[int], num_layers: int):
+    """What follows from the scored layers: the ranking choice, the authors' spec (when
+    their metric ranks), and the run's ``layers``, ``reference`` and ``ranking`` entries."""
+    choice = cfg.choice.resolved(layers, num_layers)
+    reference = None
+    if choice.metric == "gainrl-reference":
+        reference = ReferenceSpec(choice.layer, cfg.ref_prefix, cfg.ref_suffix)
+    run = {
+        "layers": layers,
+        # The authors' value is computed while scoring (it needs every token), so its layer
+        # and P, S are scoring options; the ranking choice is not (see same_run).
+        "reference": None
+        if reference is None
+        else {"layer": reference.layer, "prefix": cfg.ref_prefix, "suffix": cfg.ref_suffix},
+        "ranking": choice.to_dict(),
+    }
+    return choice, reference, run
 
 
 def _data_origin(dataset: Dataset) -> dict:
@@ -307,11 +317,8 @@ def settle_layers(cfg: ScoreConfig, p: _Plan, model: LoadedModel) -> _Plan:
     model_info = _with_ffn(p.run["model"], ffn, num)
     if layers == p.layers and model_info == p.run["model"]:
         return p
-    choice = cfg.choice.resolved(layers, num)
-    reference = ReferenceSpec(choice.layer, cfg.ref_prefix, cfg.ref_suffix) if p.reference else None
-    run = {**p.run, "model": model_info, "layers": layers, "ranking": choice.to_dict()}
-    if reference is not None:
-        run["reference"] = {"layer": reference.layer, "prefix": cfg.ref_prefix, "suffix": cfg.ref_suffix}
+    choice, reference, by_layers = _layer_choice(cfg, layers, num)
+    run = {**p.run, "model": model_info, **by_layers}
     return replace(p, layers=layers, choice=choice, reference=reference, run=run)
 
 
