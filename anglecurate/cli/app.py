@@ -313,12 +313,15 @@ def report(
     by: list[str] = typer.Option([], help="Also plot the score against this column (repeatable)."),
     out: Path = typer.Option(None, help="Report folder (default: RANKING/report)."),
     sample: int = typer.Option(None, help="Most points drawn in a scatter plot (default: 20,000)."),
+    pilot: Path = typer.Option(
+        None, help="Show this `anglecurate pilot` folder's verdict (default: the pilot that scored RANKING)."
+    ),
 ) -> None:
     """Write a self-contained HTML report (and its figures as PNG) of a ranking."""
     from anglecurate import api
 
     with _interruptible("an earlier report is kept"):
-        result = api.report(ranking, by=by, out=out, sample=sample)
+        result = api.report(ranking, by=by, out=out, sample=sample, pilot=pilot)
     print(f"wrote {result.html} and {len(result.figures)} figures", file=sys.stderr)
 
 
@@ -452,6 +455,90 @@ def schedule_update(
         f"epoch {r.epoch}: accuracy {r.accuracy:.3f}, angle {r.angle:.3f}, "
         f"centre moved to rank {r.mu:.1f}; {r.frame.height} examples appended"
     )
+
+
+@app.command()
+def pilot(
+    model: str = typer.Option(..., help=MODEL_HELP),
+    data: str = typer.Option(..., help=DATA_HELP + " Also builtin:arithmetic."),
+    out: Path = typer.Option(..., help="Pilot folder (created); a rerun resumes it."),
+    field: str = typer.Option("prompt", help="Question column (text, or chat messages)."),
+    answer_field: str = typer.Option("answer", help="Reference answer column the reward compares with."),
+    id_field: str = typer.Option(None, help="Stable unique id column; default: the row index."),
+    split: str = typer.Option("train", help=SPLIT_HELP),
+    config: str = typer.Option(None, help=CONFIG_HELP),
+    ranking: Path = typer.Option(
+        None, help="Angle ranking (`anglecurate score` folder); default: score here."
+    ),
+    arms: str = typer.Option(
+        "uniform,gainrl,length", help="Arms, comma-separated: uniform, gainrl, gainrl-open, length, reverse."
+    ),
+    seeds: int = typer.Option(3, help="Seeds per arm."),
+    seed_base: int = typer.Option(0, help="First seed; runs use seed-base .. seed-base + seeds - 1."),
+    steps: int = typer.Option(60, help="Optimizer steps per run (the budget)."),
+    eval_every: int = typer.Option(10, help="Held-out evaluation (and checkpoint) every N steps."),
+    eval_rows: int = typer.Option(200, help="Rows held out of training for evaluation (seeded)."),
+    eval_data: str = typer.Option(None, help="Held-out data instead of --eval-rows (same columns)."),
+    eval_temperature: float = typer.Option(0.0, help="0: greedy held-out answers; else sampled at this."),
+    train_rows: int = typer.Option(None, help="Train on the first N remaining rows only."),
+    reward: str = typer.Option("number", help="boxed, number, or module:function (TRL's signature)."),
+    per_epoch: int = typer.Option(None, help="GAIN-RL epoch size; default prompts-per-step x eval-every."),
+    num_generations: int = typer.Option(8, help="GRPO completions per prompt."),
+    prompts_per_step: int = typer.Option(8, help="Prompts per optimizer step."),
+    max_completion_length: int = typer.Option(256, help="Longest completion in tokens."),
+    learning_rate: float = typer.Option(1e-6, help="Learning rate (constant)."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature of training completions."),
+    beta: float = typer.Option(0.0, help="KL coefficient (0: no reference model)."),
+    bf16: bool = typer.Option(False, "--bf16", help="Train in bf16 (GPUs; CPUs train in fp32)."),
+    use_vllm: bool = typer.Option(False, "--use-vllm", help="Generate with vLLM (GPU, vllm installed)."),
+    gradient_checkpointing: bool = typer.Option(
+        False, "--gradient-checkpointing", help="Trade compute for memory."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print pilot.json on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or verdict."),
+) -> None:
+    """Short side-by-side GRPO trainings: does the angle order learn faster than uniform here?"""
+    from anglecurate import api
+
+    with _interruptible("finished runs and the last checkpoint of each run are kept; rerun to resume"):
+        result = api.pilot(
+            model,
+            data,
+            out,
+            field=field,
+            answer_field=answer_field,
+            arms=[a.strip() for a in arms.split(",") if a.strip()],
+            progress=not quiet and not json_out,
+            id_field=id_field,
+            split=split,
+            data_config=config,
+            ranking=str(ranking) if ranking else None,
+            seeds=seeds,
+            seed_base=seed_base,
+            steps=steps,
+            eval_every=eval_every,
+            eval_rows=eval_rows,
+            eval_data=eval_data,
+            eval_temperature=eval_temperature,
+            train_rows=train_rows,
+            reward=reward,
+            per_epoch=per_epoch,
+            num_generations=num_generations,
+            prompts_per_step=prompts_per_step,
+            max_completion_length=max_completion_length,
+            learning_rate=learning_rate,
+            temperature=temperature,
+            beta=beta,
+            bf16=bf16,
+            use_vllm=use_vllm,
+            gradient_checkpointing=gradient_checkpointing,
+        )
+    if json_out:
+        print(json.dumps(result.summary, default=str))
+    elif not quiet:
+        for line in result.verdict:
+            print(line, file=sys.stderr)
+        print(f"wrote {out / 'pilot.parquet'}, pilot.json and pilot.png", file=sys.stderr)
 
 
 @contextmanager

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import importlib
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from anglecurate.answers import boxed_match
 from anglecurate.errors import UserError
 
 Reward = Callable[[str, str], float]
@@ -131,33 +131,10 @@ def answer_target(lm: nn.Module, example: AnswerExample, projections: list[list[
 # -- RL-style target --------------------------------------------------------------------------
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (braces balanced), or None."""
-    start = text.rfind("\\boxed")
-    if start < 0:
-        return None
-    i = text.find("{", start)
-    if i < 0:
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1 : j]
-    return None
-
-
-def _normalise(answer: str) -> str:
-    answer = re.sub(r"\\left|\\right|\\!|\\,|\$|\s", "", answer)
-    return answer.replace("dfrac", "frac").replace("tfrac", "frac").rstrip(".")
-
-
 def boxed_reward(completion: str, answer: str) -> float:
     """1.0 when the completion's last ``\\boxed{}`` equals the answer (its own ``\\boxed{}``
-    if it has one), after removing spacing and sizing commands; else 0.0."""
-    got = last_boxed(completion)
-    want = last_boxed(answer) or answer
-    return float(got is not None and _normalise(got) == _normalise(want))
+    if it has one) after MATH-style normalisation (:mod:`anglecurate.answers`); else 0.0."""
+    return float(boxed_match(completion, answer))
 
 
 def load_reward(spec: str) -> Reward:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from anglecurate.reporting.pilot_section import pilot_html
+
 ENDS = 10  # top and bottom prompts shown
 EXCERPT = 300  # characters of prompt text shown
 CAPTIONS = {
@@ -53,6 +55,10 @@ CAPTIONS = {
         "95% confidence intervals; filled markers survive the family-wise correction. A useful layer sits "
         "away from zero with an interval that excludes it; the sign says whether high concentration goes "
         "with a larger or a smaller {target}.",
+    ),
+    "pilot": (
+        "Pilot: held-out accuracy by arm",
+        "mean over seeds (band: lowest to highest seed) against optimizer steps and generated tokens",
     ),
     "validate_scatter": (
         "Validation: score vs {target}",
@@ -183,9 +189,12 @@ def _validate_html(val: dict) -> str:
     return "".join(out) + "</section>"
 
 
-def render(manifest, info, rows, score, drawn, captions, validate, top, bottom, ranking: Path) -> str:
+def render(
+    manifest, info, rows, score, drawn, captions, validate, top, bottom, ranking: Path, pilot=None
+) -> str:
     """The whole page: ``drawn`` figures (titles and captions from ``captions``, by file stem) in
-    their order, the validation section last when ``validate`` (validate.json) is given."""
+    their order, the validation section when ``validate`` (validate.json) is given, the pilot
+    section last when ``pilot`` (pilot.json) is."""
     run, rk, counts = manifest.get("run", {}), manifest.get("ranking", {}), manifest.get("counts", {})
     dataset = run.get("dataset", {})
     skipped = counts.get("skipped", 0)
@@ -213,8 +222,10 @@ def render(manifest, info, rows, score, drawn, captions, validate, top, bottom, 
             ),
         ]
     )
-    links = [(f"sec-{p.stem}", captions[p.stem][0]) for p in drawn if not p.stem.startswith("validate_")]
+    own = [p for p in drawn if not p.stem.startswith("validate_") and p.stem != "pilot"]
+    links = [(f"sec-{p.stem}", captions[p.stem][0]) for p in own]
     links += [("prompts", "Top and bottom prompts")] + ([("validate", "Validation")] if validate else [])
+    links += [("pilot", "Pilot")] if pilot is not None else []
     nav = " \u00b7 ".join(f'<a href="#{html.escape(a)}">{html.escape(t)}</a>' for a, t in links)
     figs = {p.stem: _figure_html(p, *captions[p.stem]) for p in drawn}
     ends = (
@@ -230,11 +241,13 @@ def render(manifest, info, rows, score, drawn, captions, validate, top, bottom, 
         f'<p class="sub">{html.escape(str(ranking))} \u00b7 report written {written}</p>',
         summary,
         f"<nav>{nav}</nav>",
-        *(v for k, v in figs.items() if not k.startswith("validate_")),
+        *(figs[p.stem] for p in own),
         ends,
     ]
     if validate is not None:
         body += [_validate_html(validate), *(v for k, v in figs.items() if k.startswith("validate_"))]
+    if pilot is not None:
+        body.append(pilot_html(pilot, figs.get("pilot")))
     title = html.escape(f"anglecurate report: {Path(str(dataset.get('path', ranking))).name}")
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'

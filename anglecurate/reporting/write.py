@@ -30,6 +30,7 @@ from anglecurate.evidence.stats import spearman
 from anglecurate.lock import exclusive_writer
 from anglecurate.reporting import figures as fig
 from anglecurate.reporting.page import CAPTIONS, ENDS, primary_target, render
+from anglecurate.reporting.pilot_section import copy_figure, find_pilot, read_pilot
 from anglecurate.reporting.summaries import MAX_CATEGORIES, floats, is_categorical, layer_stats
 
 DEFAULT_SAMPLE = 20_000
@@ -42,7 +43,11 @@ class ReportResult:
 
 
 def write_report(
-    ranking: str | Path, out: str | Path | None = None, by: Sequence[str] = (), sample: int | None = None
+    ranking: str | Path,
+    out: str | Path | None = None,
+    by: Sequence[str] = (),
+    sample: int | None = None,
+    pilot: str | Path | None = None,
 ) -> ReportResult:
     """Write the report of the ranking folder ``ranking`` into ``out`` (default ``ranking/report``).
 
@@ -50,6 +55,8 @@ def write_report(
     boolean or few-valued integer column a box per value). ``sample``: most points drawn in a
     scatter plot (default 20,000). The report is built in a folder beside ``out`` and renamed
     into place, replacing an earlier report whole; a failure leaves the earlier report as it was.
+    ``pilot``: a pilot folder whose verdict the report shows (default: the pilot that scored
+    this ranking, when ``ranking`` is its ``P/ranking``).
     Raises :class:`UserError` for a missing or unfinished ranking, no scored rows, or an
     unusable ``by`` column or ``out`` folder.
     """
@@ -59,10 +66,10 @@ def write_report(
     # (which may then be read-only), and its own folder is swapped in whole.
     inside = target.resolve().is_relative_to(ranking.resolve())
     with exclusive_writer(ranking if inside else target, lock=inside, create=False):
-        return _write_report(ranking, target, by, sample)
+        return _write_report(ranking, target, by, sample, pilot)
 
 
-def _write_report(ranking: Path, target: Path, by: Sequence[str], sample: int | None) -> ReportResult:
+def _write_report(ranking: Path, target: Path, by, sample: int | None, pilot) -> ReportResult:
     manifest, parts = _open_ranking(ranking)
     cap = DEFAULT_SAMPLE if sample is None else int(sample)
     if cap < 1:
@@ -76,6 +83,7 @@ def _write_report(ranking: Path, target: Path, by: Sequence[str], sample: int | 
     categorical = _by_kinds(lazy, schema, by)
     _check_target(target, ranking)
     validate = _read_validate(ranking)
+    pilot_folder = find_pilot(ranking, pilot)
     fig.pyplot()  # a missing matplotlib fails before any work
 
     controlled = (
@@ -104,7 +112,15 @@ def _write_report(ranking: Path, target: Path, by: Sequence[str], sample: int | 
             title, text = CAPTIONS.get(path.stem, ("", ""))
             captions.setdefault(path.stem, (title.format(target=name), text.format(target=name)))
         top, bottom = _ends(lazy, schema, manifest, key_column)
-        page = render(manifest, info, data.height, score, drawn, captions, validate, top, bottom, ranking)
+        shown = None
+        if pilot_folder is not None:
+            png = copy_figure(pilot_folder, tmp)
+            drawn += [png] if png else []
+            captions["pilot"] = (CAPTIONS["pilot"][0], CAPTIONS["pilot"][1])
+            shown = read_pilot(pilot_folder)
+        page = render(
+            manifest, info, data.height, score, drawn, captions, validate, top, bottom, ranking, shown
+        )
         (tmp / "report.html").write_text(page, encoding="utf-8")
         _swap(tmp, target)
     except BaseException:

@@ -9,11 +9,15 @@ Open loop needs no code: train on ``S/trl.parquet`` (``--export trl``) with
         reward_funcs=[track(curriculum, accuracy_reward), format_reward], curriculum=curriculum,
     )
 
-``GainRLGRPOTrainer`` only overrides ``_get_train_sampler`` (GRPO's ``RepeatSampler``
-grouping, over the curriculum's epoch instead of a permutation) and the two checkpoint
-hooks TRL itself uses for extra state. Each trainer epoch is one GAIN-RL epoch: the
-trainer's ``set_epoch`` names it, so a resumed run replays the same examples. ``track``
-wraps the reward function that measures correctness; its rewards are the epoch's accuracy.
+``GainRLGRPOTrainer`` overrides ``_get_train_sampler`` (GRPO's ``RepeatSampler`` grouping,
+over the curriculum's epoch instead of a permutation), ``compute_loss`` (to measure the
+training-time angle during the loss forward), ``train`` (to hold the angle hooks for the
+run, removed when it ends) and the two checkpoint hooks TRL itself uses for extra state.
+Each trainer epoch is one GAIN-RL epoch: the trainer's ``set_epoch`` names it, so a resumed
+run replays the same examples. ``track`` wraps the reward function that measures
+correctness; its rewards are the epoch's accuracy. The angle is measured at the ranking's
+layer (``angle_layer`` overrides it; ``measure_angle=False`` feeds 0, the open formula's
+accuracy term alone); see :mod:`anglecurate.scheduling.train_angle`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import functools
 import json
 import os
 
+import torch
 from torch.utils.data import Sampler
 
 try:
@@ -31,6 +36,7 @@ except ImportError as exc:  # an optional extra: say which
 
 from anglecurate.errors import UserError
 from anglecurate.scheduling.curriculum import Curriculum
+from anglecurate.scheduling.train_angle import AngleMeter
 
 STATE_FILE = "anglecurate_curriculum.json"
 
@@ -82,13 +88,54 @@ def track(curriculum: Curriculum, reward_func):
 
 
 class GainRLGRPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` whose training order comes from a GAIN-RL ``Curriculum``."""
+    """``GRPOTrainer`` whose training order comes from a GAIN-RL ``Curriculum``, fed back with
+    the epoch's accuracy and training-time angle (see the module docs)."""
 
-    def __init__(self, *args, curriculum: Curriculum, **kwargs):
+    def __init__(
+        self,
+        *args,
+        curriculum: Curriculum,
+        measure_angle: bool = True,
+        angle_layer: int | None = None,
+        **kwargs,
+    ):
         self.curriculum = curriculum
         super().__init__(*args, **kwargs)
         if self.train_dataset is not None and len(self.train_dataset) <= int(curriculum.indices.max()):
             raise UserError("the curriculum was built for a larger dataset than train_dataset")
+        layer = angle_layer if angle_layer is not None else curriculum.rank_layer
+        self.angle_meter = AngleMeter(-1 if layer is None else layer) if measure_angle else None
+        self._synced = (0, [0.0, 0.0, 0.0, 0.0])  # (epoch, feedback totals all processes agree on)
+
+    def train(self, *args, **kwargs):
+        if self.angle_meter is None:
+            return super().train(*args, **kwargs)
+        model = self.accelerator.unwrap_model(self.model)
+        with self.angle_meter.attached(model, _feed_forward_block(model, self.angle_meter.layer)):
+            return super().train(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.angle_meter is None or not model.training:
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        else:
+            with self.angle_meter.measuring(inputs.get("completion_ids")):
+                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            self.curriculum.record_angles(*self.angle_meter.take())
+        if self.accelerator.num_processes > 1:
+            self._sync_feedback()
+        return loss
+
+    def _sync_feedback(self) -> None:
+        """Sum what each process recorded since the last sync, so every process draws the
+        next epoch from the same totals (all processes call this in lockstep)."""
+        epoch = self.curriculum.current
+        base = self._synced[1] if self._synced[0] == epoch else [0.0, 0.0, 0.0, 0.0]
+        local = self.curriculum.feedback_totals(epoch)
+        delta = torch.tensor([a - b for a, b in zip(local, base, strict=True)], dtype=torch.float64)
+        delta = self.accelerator.reduce(delta.to(self.accelerator.device), reduction="sum").cpu()
+        totals = [b + d for b, d in zip(base, delta.tolist(), strict=True)]
+        self.curriculum.set_feedback_totals(epoch, totals)
+        self._synced = (epoch, totals)
 
     def _get_train_sampler(self, dataset=None) -> Sampler:
         # The same grouping arguments as GRPOTrainer's own RepeatSampler.
@@ -112,3 +159,20 @@ class GainRLGRPOTrainer(GRPOTrainer):
         if path and os.path.exists(path):
             with open(path) as f:
                 self.curriculum.load_state_dict(json.load(f))
+            self._synced = (self.curriculum.current, self.curriculum.feedback_totals(self.curriculum.current))
+
+
+def _feed_forward_block(model, layer: int):
+    """The feed-forward block of decoder layer ``layer`` (negative: from the end) of a policy,
+    found the way the scorer finds it."""
+    from anglecurate.model.layers import wrap_model
+    from anglecurate.scoring.ranking import resolve_layer
+
+    config = model.config.get_text_config()
+    loaded = wrap_model(model, config.num_hidden_layers, config.hidden_size)
+    index = resolve_layer(layer, loaded.num_layers, "angle_layer")
+    if loaded.mlps[index] is None:
+        raise UserError(
+            f"layer {index} of {type(model).__name__} has no feed-forward block; pick another angle_layer"
+        )
+    return loaded.mlps[index]

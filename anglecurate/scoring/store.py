@@ -291,6 +291,7 @@ class OutputDir:
             raise
 
     def _build_ranking(self, files, choice, layers, columns, shard_rows, stage) -> RankingSummary:
+        columns = [c for c in columns if c not in SCORE_COLUMNS]  # --id-field uid: already first
         from_chunks = ROW in pl.read_parquet_schema(files[0])
         lazy = pl.concat([_as_chunk(pl.scan_parquet(f), from_chunks) for f in files], how="diagonal_relaxed")
         status = lazy.group_by(STATUS).len().collect()

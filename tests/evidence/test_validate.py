@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import torch
 
+from anglecurate.answers import last_boxed
 from anglecurate.evidence import analysis, gradients
 from anglecurate.evidence.validate import ValidateConfig, run_validation
 from anglecurate.model.load import load_config, load_model, resolve_source
@@ -73,8 +74,8 @@ def test_answer_target_is_a_real_backward_pass(tiny_model_dir, tokenizer):
 
 
 def test_boxed_reward():
-    assert gradients.last_boxed(r"so \boxed{1} then \boxed{\frac{a}{b}}.") == r"\frac{a}{b}"
-    assert gradients.last_boxed(r"\boxed{unclosed") is None and gradients.last_boxed("none") is None
+    assert last_boxed(r"so \boxed{1} then \boxed{\frac{a}{b}}.") == r"\frac{a}{b}"
+    assert last_boxed(r"\boxed{unclosed") is None and last_boxed("none") is None
     assert gradients.boxed_reward(r"The answer is $\boxed{ \dfrac{1}{2} }$", r"\frac{1}{2}") == 1.0
     assert gradients.boxed_reward(r"\boxed{3}", r"The answer: \boxed{3}") == 1.0
     assert gradients.boxed_reward(r"\boxed{4}", "3") == 0.0 and gradients.boxed_reward("3", "3") == 0.0

@@ -86,3 +86,30 @@ def test_curriculum_errors(schedule):
     other = Curriculum(schedule, ranked_uids(schedule)[:30])
     with pytest.raises(UserError, match="another schedule"):
         Curriculum(schedule, ranked_uids(schedule)).load_state_dict(other.state_dict())
+
+
+def test_angle_feedback_moves_the_centre_and_survives_a_checkpoint(schedule):
+    uids = ranked_uids(schedule)
+    curriculum = Curriculum(schedule, uids)
+    curriculum.epoch_indices(0)
+    curriculum.record([0.0] * 8)  # accuracy 0: alone it would hold the centre at 0 (adj_min 0)
+    curriculum.record_angles(total=4.8, count=8)
+    assert curriculum.angle(0) == pytest.approx(0.6)
+    curriculum.epoch_indices(1)
+    expected = min(max(12 * math.tanh(2 * -0.5) + 12 * math.tanh(2 * 0.6), 0.0), 100.0)
+    assert curriculum.centre(1) == pytest.approx(expected) and expected > 0
+    again = Curriculum(schedule, uids)
+    again.load_state_dict(curriculum.state_dict())
+    assert again.angle(0) == pytest.approx(0.6) and again.centre(1) == curriculum.centre(1)
+
+
+def test_checkpoints_from_before_the_angle_feedback_still_load(schedule):
+    uids = ranked_uids(schedule)
+    curriculum = Curriculum(schedule, uids)
+    curriculum.epoch_indices(0)
+    curriculum.record([1.0, 0.0])
+    state = curriculum.state_dict()
+    state["feedback"] = [f[:2] for f in state["feedback"]]  # [reward sum, count] only
+    again = Curriculum(schedule, uids)
+    again.load_state_dict(state)
+    assert again.accuracy(0) == 0.5 and again.angle(0) is None

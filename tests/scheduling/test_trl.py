@@ -103,7 +103,7 @@ def test_closed_loop_trainer_follows_the_rewards_and_resumes(ranking, tiny_model
     assert epoch0 == pl.read_parquet(s / "schedule.parquet")["uid"].to_list()
     accuracy = sum(int(u[1:]) % 2 == 0 for u in epoch0) / 8
     assert curriculum.accuracy(0) == pytest.approx(accuracy)
-    reference.update(accuracy)
+    reference.update(accuracy, curriculum.angle(0))  # the training-time angle measured at layer 2
     epoch1 = rows["uid"].gather(reference.next_epoch()).to_list()
     assert seen == twice(epoch0 + epoch1)
     assert epoch1 != epoch0

@@ -1,0 +1,158 @@
+"""``anglecurate pilot``: every (arm, seed) run of a pilot, then its table, verdict and figure.
+
+Order of work: check the settings against the folder's, split the data (once), score the
+training rows unless a ranking was given, then train the runs arm by arm, seed by seed,
+rewriting ``pilot.parquet``, ``pilot.json`` and ``pilot.png`` after each finished run (so
+a long pilot can be read while it runs). A rerun skips finished runs and resumes the rest.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from anglecurate.errors import UserError
+from anglecurate.lock import exclusive_writer
+from anglecurate.pilot.plan import PilotConfig, check_config, prepare_split
+from anglecurate.pilot.rewards import resolve_reward
+from anglecurate.pilot.train import CURVE_SCHEMA, DONE, Task, read_curve, run_dir
+from anglecurate.scoring.store import atomic_write_json, atomic_write_parquet
+
+PARQUET, JSON, PNG = "pilot.parquet", "pilot.json", "pilot.png"
+
+
+@dataclass
+class PilotResult:
+    """What a pilot wrote: the folder, the rows of ``pilot.parquet`` and ``pilot.json``."""
+
+    out: Path
+    curves: pl.DataFrame
+    summary: dict
+
+    @property
+    def verdict(self) -> list[str]:
+        return self.summary.get("verdict", [])
+
+
+def _need_trl() -> None:
+    for module, extra in (("trl", "trl"), ("datasets", "trl")):
+        if importlib.util.find_spec(module) is None:
+            raise UserError(f"anglecurate pilot trains with TRL: pip install 'anglecurate[{extra}]'")
+
+
+def _ranking(cfg: PilotConfig, train_path: Path, folder: Path, progress):
+    """The angle ranking of the training rows: ``--ranking``, or scored here (resumable)."""
+    from anglecurate.scheduling.epochs import load_ranking
+
+    if cfg.ranking is not None:
+        return load_ranking(cfg.ranking)
+    from anglecurate.scoring.config import ScoreConfig
+    from anglecurate.scoring.pipeline import score
+
+    out = folder / "ranking"
+    progress.log(f"scoring the {train_path} training rows for the angle ranking into {out}")
+    score(
+        ScoreConfig(model=cfg.model, data=str(train_path), out=str(out), field=cfg.field, id_field="uid"),
+        progress,
+    )
+    return load_ranking(out)
+
+
+def _task(cfg: PilotConfig, split, reward) -> Task:
+    from anglecurate.model.load import has_chat_template, load_tokenizer, resolve_source
+
+    source = resolve_source(cfg.model)
+    tokenizer = load_tokenizer(source)
+    chat = has_chat_template(source)
+
+    def prompt(value):
+        if isinstance(value, list):  # already a conversation
+            return value
+        return [{"role": "user", "content": str(value)}] if chat else str(value)
+
+    train_rows = [
+        {"prompt": prompt(v), "answer": str(a), "uid": u}
+        for v, a, u in zip(
+            split.train[cfg.field], split.train[cfg.answer_field], split.train["uid"], strict=True
+        )
+    ]
+    return Task(
+        cfg,
+        source,
+        tokenizer,
+        train_rows,
+        [prompt(v) for v in split.eval[cfg.field].to_list()],
+        [str(a) for a in split.eval[cfg.answer_field].to_list()],
+        reward,
+    )
+
+
+def collect(folder: Path, cfg: PilotConfig) -> pl.DataFrame:
+    """The curves of the finished runs, in arm and seed order."""
+    frames = []
+    for arm in cfg.arms:
+        for seed in seeds_of(cfg):  # rows in arm order whatever order the runs finished in
+            run = run_dir(folder, arm, seed)
+            if (run / DONE).is_file():
+                frames.append(read_curve(run))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=CURVE_SCHEMA)
+
+
+def seeds_of(cfg: PilotConfig) -> list[int]:
+    return [cfg.seed_base + i for i in range(cfg.seeds)]
+
+
+def write_outputs(folder: Path, cfg: PilotConfig, curves: pl.DataFrame, started: float) -> dict:
+    """``pilot.parquet``, ``pilot.json`` and ``pilot.png`` from the finished runs."""
+    from anglecurate.pilot.figure import draw_pilot
+    from anglecurate.pilot.summary import summarize
+
+    atomic_write_parquet(curves, folder / PARQUET)
+    summary = summarize(curves) if curves.height else {"arms": {}, "verdict": ["no run has finished yet"]}
+    summary = {
+        "model": cfg.model,
+        "data": cfg.data,
+        "reward": cfg.reward,
+        "runs_finished": curves.select("arm", "seed").unique().height if curves.height else 0,
+        "runs_planned": len(cfg.arms) * cfg.seeds,
+        **summary,
+        "config": cfg.to_dict(),
+        "wall_seconds_this_invocation": round(time.time() - started, 1),
+    }
+    atomic_write_json(summary, folder / JSON)
+    if curves.height:
+        title = f"{Path(cfg.model).name} on {Path(cfg.data).name}: held-out accuracy"
+        draw_pilot(curves, folder / PNG, title)
+    return summary
+
+
+def run_pilot(cfg: PilotConfig, progress) -> PilotResult:
+    """Run (or resume) every (arm, seed) of ``cfg`` into ``cfg.out``."""
+    from anglecurate.pilot.arms import build_orders
+    from anglecurate.pilot.train import train_one
+
+    cfg.validate()
+    _need_trl()
+    reward = resolve_reward(cfg.reward)
+    folder = Path(cfg.out)
+    started = time.time()
+    with exclusive_writer(folder):
+        check_config(cfg, folder)
+        split = prepare_split(cfg, folder)
+        ordered = [a for a in cfg.arms if a != "uniform"]
+        ranking = None
+        if any(a in ("gainrl", "gainrl-open", "reverse") for a in ordered) or (ordered and cfg.ranking):
+            ranking = _ranking(cfg, split.train_path, folder, progress)
+        task = _task(cfg, split, reward)
+        orders = build_orders(cfg.arms, ranking, split.train, cfg.field, task.tokenizer)
+        for seed in seeds_of(cfg):  # seed by seed: a pilot stopped early still compares every arm
+            for arm in cfg.arms:
+                train_one(task, arm, seed, orders.get(arm), progress)
+                write_outputs(folder, cfg, collect(folder, cfg), started)
+        curves = collect(folder, cfg)
+        summary = write_outputs(folder, cfg, curves, started)
+    return PilotResult(folder, curves, summary)

@@ -1,0 +1,162 @@
+"""A pilot's verdict: per arm, how fast held-out accuracy rose against the uniform baseline.
+
+Pure functions of the curves (``pilot.parquet``). For each arm, over its seeds:
+
+- final and best held-out accuracy (mean over seeds), and the area under the curve: the
+  mean accuracy over the run (trapezoids over steps, divided by the steps);
+- steps and tokens to reach the *target*, the uniform arm's final accuracy (mean over
+  seeds): the first crossing of the arm's mean curve, linearly interpolated between
+  evaluations; None if it never gets there within the budget;
+- the speedup: uniform's steps (tokens) to the target divided by the arm's. A bootstrap
+  over seeds (each arm's seeds resampled with replacement, target recomputed) gives a 95%
+  interval; a resample whose arm never reaches the target counts as speedup 0 (no speedup
+  within the budget), so the interval stays honest about runs that fell short.
+
+The verdict names a speedup only when the interval's lower end is above 1, a slowdown only
+when its upper end is below 1; otherwise it says the pilot cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+BOOTSTRAP = 2000
+BASELINE = "uniform"
+
+
+def mean_curve(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean over seeds on the evaluation points all seeds share: (x [K], accuracy [K])."""
+    xs = curves[0][0]
+    for x, _ in curves[1:]:
+        xs = np.intersect1d(xs, x)
+    ys = [np.interp(xs, x, y) for x, y in curves]
+    return xs, np.mean(ys, axis=0)
+
+
+def first_crossing(x: np.ndarray, y: np.ndarray, target: float) -> float | None:
+    """The first x where the piecewise-linear curve reaches ``target``; None if never."""
+    for i in range(len(x)):
+        if y[i] >= target - 1e-12:
+            if i == 0:
+                return float(x[0])
+            x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
+            return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
+    return None
+
+
+def auc(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean accuracy over the run: the trapezoid area divided by the span."""
+    span = x[-1] - x[0]
+    return float(np.trapezoid(y, x) / span) if span > 0 else float(y[-1])
+
+
+def _seed_curves(frame: pl.DataFrame, arm: str, unit: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    for (seed,), group in (
+        frame.filter(pl.col("arm") == arm).sort("step").group_by(["seed"], maintain_order=True)
+    ):
+        out[int(seed)] = (group[unit].to_numpy().astype(float), group["accuracy"].to_numpy().astype(float))
+    return out
+
+
+def _speedup(base: list, arm: list, ends_at: float) -> float | None:
+    """Uniform's units to its final mean accuracy over the arm's (0: the arm never got there)."""
+    bx, by = mean_curve(base)
+    target = float(by[-1])
+    reach_base = first_crossing(bx, by, target)
+    ax, ay = mean_curve(arm)
+    reach_arm = first_crossing(ax, ay, target)
+    if reach_arm is None:
+        return 0.0
+    if reach_arm <= 0:  # already there before training: no finite ratio
+        return None if reach_base and reach_base > 0 else 1.0
+    return reach_base / reach_arm
+
+
+def bootstrap_interval(base: list, arm: list, seed: int = 0) -> tuple[float, float] | None:
+    rng = np.random.Generator(np.random.PCG64(seed))
+    ratios = []
+    for _ in range(BOOTSTRAP):
+        b = [base[i] for i in rng.integers(0, len(base), len(base))]
+        a = [arm[i] for i in rng.integers(0, len(arm), len(arm))]
+        r = _speedup(b, a, 0.0)
+        if r is not None:
+            ratios.append(r)
+    if not ratios:
+        return None
+    lo, hi = np.quantile(ratios, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def summarize(frame: pl.DataFrame) -> dict:
+    """``pilot.json``'s ``arms`` and ``verdict`` from the curves of finished runs."""
+    arms = list(dict.fromkeys(frame["arm"].to_list()))
+    result: dict = {"baseline": BASELINE if BASELINE in arms else None, "arms": {}}
+    base = {unit: list(_seed_curves(frame, BASELINE, unit).values()) for unit in ("step", "tokens")}
+    target = None
+    if base["step"]:
+        target = float(mean_curve(base["step"])[1][-1])
+        result["target_accuracy"] = target
+    for arm in arms:
+        per_unit = {unit: _seed_curves(frame, arm, unit) for unit in ("step", "tokens")}
+        seeds = sorted(per_unit["step"])
+        x, y = mean_curve(list(per_unit["step"].values()))
+        finals = [float(c[1][-1]) for c in per_unit["step"].values()]
+        entry = {
+            "seeds": seeds,
+            "steps": float(x[-1]),
+            "initial_accuracy": float(y[0]),
+            "final_accuracy": float(y[-1]),
+            "final_accuracy_sd": float(np.std(finals, ddof=1)) if len(finals) > 1 else None,
+            "best_accuracy": float(y.max()),
+            "auc": auc(x, y),
+            "tokens": float(np.mean([c[0][-1] for c in per_unit["tokens"].values()])),
+        }
+        if target is not None:
+            for unit, name in (("step", "steps"), ("tokens", "tokens")):
+                ux, uy = mean_curve(list(per_unit[unit].values()))
+                entry[f"{name}_to_target"] = first_crossing(ux, uy, target)
+                if arm != BASELINE:
+                    curves = list(per_unit[unit].values())
+                    entry[f"speedup_{name}"] = _speedup(base[unit], curves, 0.0)
+                    entry[f"speedup_{name}_ci95"] = bootstrap_interval(base[unit], curves)
+        result["arms"][arm] = entry
+    result["verdict"] = verdicts(result)
+    return result
+
+
+def _describe(arm: str, entry: dict, unit: str) -> str:
+    ratio, ci = entry.get(f"speedup_{unit}"), entry.get(f"speedup_{unit}_ci95")
+    if ratio is None or ci is None:
+        return f"{arm}: no speedup in {unit} can be computed (uniform's final accuracy is its starting one)"
+    lo, hi = ci
+    span = f"{ratio:.2f}x (95% interval {lo:.2f}-{hi:.2f} over seeds)"
+    if ratio == 0.0:
+        return (
+            f"{arm} (mean over seeds) never reached uniform's final held-out accuracy within the budget "
+            f"(speedup in {unit}: 95% interval {lo:.2f}-{hi:.2f} over seeds)"
+        )
+    if lo > 1.0:
+        return f"{arm} reached uniform's final held-out accuracy {span} faster in {unit}"
+    if hi < 1.0:
+        return f"{arm} was slower than uniform in {unit}: {span}"
+    return f"{arm} vs uniform in {unit}: {span}; the interval includes 1, so no difference is shown"
+
+
+def verdicts(result: dict) -> list[str]:
+    """Plain-language lines, one per arm and unit; never more than the intervals show."""
+    lines = []
+    if result.get("baseline") is None:
+        return ["no uniform arm: speedups need the uniform baseline (add it to --arms)"]
+    base = result["arms"][BASELINE]
+    if base["final_accuracy"] <= base["initial_accuracy"]:
+        lines.append(
+            "uniform learned nothing within the budget (final held-out accuracy "
+            f"{base['final_accuracy']:.3f} vs {base['initial_accuracy']:.3f} before training): "
+            "the task or budget cannot tell orders apart"
+        )
+    for arm, entry in result["arms"].items():
+        if arm != BASELINE:
+            lines += [_describe(arm, entry, "steps"), _describe(arm, entry, "tokens")]
+    return lines

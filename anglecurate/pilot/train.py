@@ -1,0 +1,289 @@
+"""One pilot run: one arm, one seed, a short GRPO training with TRL's own ``GRPOTrainer``.
+
+The run folder ``P/runs/ARM-seedS`` holds ``curve.parquet`` (one row per evaluation,
+rewritten atomically after each), ``checkpoints/`` (TRL's, one kept, saved at every
+evaluation) and ``done.json`` once finished. A killed run restarts from its last checkpoint
+and keeps the curve rows up to it; a finished run is never redone.
+
+Curve columns (docs/formats.md): arm, seed, step, tokens (generated completion tokens so
+far), seconds (training wall time so far, evaluations excluded), accuracy (held-out),
+train_reward (mean training reward since the previous evaluation), and for ordered arms
+epoch, centre (the window's centre rank of that epoch), fed_accuracy and fed_angle (the
+last finished epoch's feedback; null before the first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from anglecurate.errors import UserError
+from anglecurate.pilot.arms import Order, curriculum_for, epochs_in
+from anglecurate.pilot.evaluate import evaluate
+from anglecurate.pilot.plan import PilotConfig
+from anglecurate.scoring.store import atomic_write_json, atomic_write_parquet
+
+CURVE = "curve.parquet"
+DONE = "done.json"
+CURVE_SCHEMA = {
+    "arm": pl.String,
+    "seed": pl.Int64,
+    "step": pl.Int64,
+    "tokens": pl.Int64,
+    "seconds": pl.Float64,
+    "accuracy": pl.Float64,
+    "train_reward": pl.Float64,
+    "epoch": pl.Int64,
+    "centre": pl.Float64,
+    "fed_accuracy": pl.Float64,
+    "fed_angle": pl.Float64,
+}
+
+
+@dataclass
+class Task:
+    """What every run of a pilot shares: the model source, data and reward."""
+
+    cfg: PilotConfig
+    source: object  # anglecurate.model.load.ModelSource
+    tokenizer: object
+    train_rows: list[dict]  # TRL's rows: prompt, answer, uid
+    eval_prompts: list
+    eval_answers: list[str]
+    reward: object
+
+
+def run_dir(folder: Path, arm: str, seed: int) -> Path:
+    return folder / "runs" / f"{arm}-seed{seed}"
+
+
+def read_curve(run: Path) -> pl.DataFrame:
+    path = run / CURVE
+    return pl.read_parquet(path) if path.is_file() else pl.DataFrame(schema=CURVE_SCHEMA)
+
+
+def _last_checkpoint(run: Path) -> Path | None:
+    found = sorted(
+        (p for p in (run / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    return found[-1] if found else None
+
+
+def load_policy(task: Task):
+    """The policy as trainable weights: fp32 (bf16 with --bf16), a fresh copy per run."""
+    from anglecurate.model.load import load_config, load_model
+
+    dtype = torch.bfloat16 if task.cfg.grpo.bf16 else torch.float32
+    config = load_config(task.source)
+    model = load_model(task.source, config, dtype, torch.device("cpu"), causal_lm=True).base
+    # A GGUF checkpoint is dequantised to plain tensors on load; the marker transformers
+    # leaves would make the Trainer refuse to train them.
+    model.hf_quantizer = None
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
+    return model.train()
+
+
+class _Recorder:
+    """TRL callback state: evaluates and appends a curve row every ``eval_every`` steps."""
+
+    def __init__(self, task: Task, arm: str, seed: int, run: Path, curve: pl.DataFrame, progress):
+        self.task, self.arm, self.seed, self.run = task, arm, seed, run
+        self.rows = curve.to_dicts()
+        last = self.rows[-1] if self.rows else {"tokens": 0, "seconds": 0.0}
+        self.tokens, self.seconds = int(last["tokens"]), float(last["seconds"])
+        self.rewards: list[float] = []
+        self.progress = progress
+        self.curriculum = None
+        self._t0 = None
+        self._new_tokens = 0
+
+    def count(self, completion_ids, rewards) -> None:
+        self._new_tokens = sum(len(ids) for ids in completion_ids)
+        self.tokens += self._new_tokens
+        self.rewards += [float(r) for r in rewards if r is not None]
+
+    def record(self, model, step: int) -> None:
+        cfg = self.task.cfg
+        accuracy, _ = evaluate(
+            model,
+            self.task.tokenizer,
+            self.task.eval_prompts,
+            self.task.eval_answers,
+            self.task.reward,
+            cfg.grpo.max_completion_length,
+            cfg.eval_temperature,
+            seed=self.seed,
+        )
+        row = {
+            "arm": self.arm,
+            "seed": self.seed,
+            "step": step,
+            "tokens": self.tokens,
+            "seconds": self.seconds,
+            "accuracy": accuracy,
+            "train_reward": sum(self.rewards) / len(self.rewards) if self.rewards else None,
+            "epoch": None,
+            "centre": None,
+            "fed_accuracy": None,
+            "fed_angle": None,
+        }
+        c = self.curriculum
+        if c is not None:
+            epoch = c.current
+            row.update(epoch=epoch, centre=c.centre(epoch))
+            if epoch > 0:
+                row.update(fed_accuracy=c.accuracy(epoch - 1), fed_angle=c.angle(epoch - 1))
+        self.rewards = []
+        self.rows = [r for r in self.rows if r["step"] < step] + [row]
+        atomic_write_parquet(pl.DataFrame(self.rows, schema=CURVE_SCHEMA), self.run / CURVE)
+        self.progress.log(f"{self.arm} seed {self.seed} step {step}: held-out accuracy {accuracy:.3f}")
+
+
+def _callback(recorder: _Recorder, eval_every: int, max_steps: int):
+    from transformers import TrainerCallback
+
+    class PilotCallback(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            recorder._t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if recorder._t0 is not None:
+                recorder.seconds += time.perf_counter() - recorder._t0
+            recorder.progress.advance(1, recorder._new_tokens)  # steps, and generated tokens/s
+            recorder._new_tokens = 0
+            if state.global_step % eval_every == 0 or state.global_step == max_steps:
+                recorder.record(model, state.global_step)
+
+    return PilotCallback()
+
+
+def _tracking_reward(recorder: _Recorder, reward, curriculum):
+    def pilot_reward(prompts, completions, completion_ids=None, **kwargs):
+        rewards = reward(prompts=prompts, completions=completions, **kwargs)
+        recorder.count(completion_ids or [], rewards)
+        if curriculum is not None:
+            curriculum.record(rewards)
+        return rewards
+
+    pilot_reward.__name__ = getattr(reward, "__name__", "reward")
+    return pilot_reward
+
+
+def grpo_args(cfg: PilotConfig, run: Path, seed: int, epochs: int | None):
+    from trl import GRPOConfig
+
+    g = cfg.grpo
+    return GRPOConfig(
+        output_dir=str(run / "checkpoints"),
+        seed=seed,
+        data_seed=seed,
+        max_steps=cfg.steps,
+        num_train_epochs=epochs or 1,
+        per_device_train_batch_size=g.prompts_per_step * g.num_generations,
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        num_generations=g.num_generations,
+        max_completion_length=g.max_completion_length,
+        learning_rate=g.learning_rate,
+        lr_scheduler_type="constant",
+        temperature=g.temperature,
+        beta=g.beta,
+        bf16=g.bf16,
+        use_vllm=g.use_vllm,
+        **({"vllm_mode": "colocate"} if g.use_vllm else {}),  # one process, no vLLM server to start
+        gradient_checkpointing=g.gradient_checkpointing,
+        save_strategy="steps",
+        save_steps=cfg.eval_every,
+        save_total_limit=1,
+        logging_steps=cfg.eval_every,
+        report_to=[],
+        disable_tqdm=True,
+        shuffle_dataset=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def train_one(task: Task, arm: str, seed: int, order: Order | None, progress) -> pl.DataFrame:
+    """Train (or resume, or skip) the run of ``arm`` with ``seed``; returns its curve."""
+    from datasets import Dataset
+
+    cfg = task.cfg
+    run = run_dir(Path(cfg.out), arm, seed)
+    if (run / DONE).is_file():
+        return read_curve(run)
+    run.mkdir(parents=True, exist_ok=True)
+    checkpoint = _last_checkpoint(run)
+    start = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+    curve = read_curve(run).filter(pl.col("step") <= start)
+    progress.start(f"{arm} seed {seed}", cfg.steps, completed=start)
+    recorder = _Recorder(task, arm, seed, run, curve, progress)
+    model = load_policy(task)
+    dataset = Dataset.from_list(task.train_rows)
+    per_epoch = cfg.epoch_prompts
+    curriculum = None
+    if order is not None:
+        epochs = epochs_in(cfg.steps, cfg.grpo.prompts_per_step, per_epoch)
+        uids = [row["uid"] for row in task.train_rows]
+        curriculum = curriculum_for(order, uids, per_epoch, epochs, seed)
+        recorder.curriculum = curriculum
+    if not recorder.rows:
+        recorder.record(model, 0)
+    kwargs = dict(
+        model=model,
+        args=grpo_args(cfg, run, seed, None),
+        train_dataset=dataset,
+        reward_funcs=[_tracking_reward(recorder, task.reward, curriculum)],
+        processing_class=task.tokenizer,
+        callbacks=[_callback(recorder, cfg.eval_every, cfg.steps)],
+    )
+    if curriculum is None:
+        from trl import GRPOTrainer
+
+        trainer = GRPOTrainer(**kwargs)
+    else:
+        from anglecurate.scheduling.trl import GainRLGRPOTrainer
+
+        trainer = GainRLGRPOTrainer(**kwargs, curriculum=curriculum)
+    _quiet(trainer)
+    try:
+        with _no_save_bars():
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except (ValueError, RuntimeError) as exc:
+        if "out of memory" in str(exc).lower():
+            raise UserError(
+                f"{arm} seed {seed} ran out of memory; lower --prompts-per-step or --max-completion-length"
+            ) from exc
+        raise
+    atomic_write_json({"arm": arm, "seed": seed, "steps": cfg.steps}, run / DONE)
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)  # a finished run needs no weights
+    return read_curve(run)
+
+
+def _quiet(trainer) -> None:
+    """The pilot's own bar and lines speak for the run: drop TRL's printed log dicts."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+
+
+@contextlib.contextmanager
+def _no_save_bars():
+    """No "Writing model shards" bar at every checkpoint; restored afterwards."""
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()

@@ -1,0 +1,84 @@
+"""The report's pilot section: ``anglecurate pilot``'s verdict, table and figure.
+
+A ranking a pilot scored lives in ``P/ranking``, so the report finds ``P/pilot.json`` beside
+it; ``--pilot P`` names a pilot anywhere else (one that trained on this ranking by
+``--ranking``). Nothing here trains or recomputes: the section shows what the pilot wrote.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+
+from anglecurate.errors import UserError
+
+JSON, PNG = "pilot.json", "pilot.png"
+
+
+def find_pilot(ranking: Path, pilot: str | Path | None) -> Path | None:
+    """The pilot folder to show: ``pilot`` (which must hold a pilot.json), else the ranking's
+    parent when the pilot scored it, else None."""
+    if pilot is not None:
+        folder = Path(pilot)
+        if not (folder / JSON).is_file():
+            raise UserError(f"--pilot {folder} holds no {JSON}; run `anglecurate pilot --out {folder}` first")
+        return folder
+    parent = ranking.resolve().parent
+    return parent if (parent / JSON).is_file() and ranking.resolve() == (parent / "ranking") else None
+
+
+def read_pilot(folder: Path) -> dict:
+    try:
+        return json.loads((folder / JSON).read_text())
+    except ValueError as exc:
+        raise UserError(f"{folder / JSON} is not valid JSON ({exc}); rerun `anglecurate pilot`") from None
+
+
+def copy_figure(folder: Path, target: Path) -> Path | None:
+    """pilot.png copied into the report folder being built (None when not drawn yet)."""
+    if not (folder / PNG).is_file():
+        return None
+    return Path(shutil.copy2(folder / PNG, target / PNG))
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_fmt(v, 2) for v in value) + "]"
+    return f"{value:.{digits}f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def pilot_html(summary: dict, figure_html: str | None) -> str:
+    """The section: verdict lines, one table row per arm, then pilot.png."""
+    head = ["arm", "seeds", "final acc.", "best acc.", "AUC", "steps to target", "speedup (steps) [95%]"]
+    head += ["speedup (tokens) [95%]"]
+    rows = []
+    for arm, entry in summary.get("arms", {}).items():
+        cells = [
+            arm,
+            len(entry.get("seeds", [])),
+            entry.get("final_accuracy"),
+            entry.get("best_accuracy"),
+            entry.get("auc"),
+            entry.get("steps_to_target"),
+            f"{_fmt(entry.get('speedup_steps'), 2)} {_fmt(entry.get('speedup_steps_ci95'))}",
+            f"{_fmt(entry.get('speedup_tokens'), 2)} {_fmt(entry.get('speedup_tokens_ci95'))}",
+        ]
+        rows.append(
+            "<tr>" + "".join(f"<td>{c if isinstance(c, str) else _fmt(c)}</td>" for c in cells) + "</tr>"
+        )
+    table = "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+    verdict = "".join(f"<li>{html.escape(line)}</li>" for line in summary.get("verdict", []))
+    runs = f"{summary.get('runs_finished', '?')} of {summary.get('runs_planned', '?')} runs finished"
+    target = summary.get("target_accuracy")
+    note = (
+        f'<p class="note">{html.escape(runs)}; target = uniform\'s final held-out accuracy '
+        f"({_fmt(target)}); a speedup is uniform's steps (tokens) to the target over the arm's.</p>"
+    )
+    return (
+        '<section id="pilot"><h2>Pilot (<code>anglecurate pilot</code>)</h2>'
+        f"{note}<ul>{verdict}</ul>{table}{figure_html or ''}</section>"
+    )

@@ -1,0 +1,177 @@
+"""`anglecurate pilot` end to end on the tiny random model: every output file, a resume
+after a kill that redoes nothing finished, the report's pilot section, and the errors."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+pytest.importorskip("trl")
+
+from anglecurate.pilot import train as pilot_train  # noqa: E402
+
+from ..helpers import run_cli  # noqa: E402
+
+ARITH = [("3 + 4", 7), ("9 - 2", 7), ("5 * 6", 30), ("12 + 30", 42), ("8 - 8", 0), ("7 * 7", 49)]
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "arith.jsonl"
+    rows = [
+        {"id": f"a{i}", "problem": f"What is {expr}?" + " Think." * (i % 3), "answer": str(value)}
+        for i, (expr, value) in enumerate(ARITH * 4)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def pilot_args(model, data, out, *extra):
+    return [
+        "pilot", "--model", str(model), "--data", str(data), "--out", str(out),
+        "--field", "problem", "--answer-field", "answer", "--id-field", "id",
+        "--seeds", "1", "--steps", "2", "--eval-every", "1", "--eval-rows", "4",
+        "--num-generations", "2", "--prompts-per-step", "2", "--max-completion-length", "3",
+        "--learning-rate", "1e-4", *extra,
+    ]  # fmt: skip
+
+
+class Killed(KeyboardInterrupt):
+    pass
+
+
+def test_pilot_writes_every_output_and_resumes_after_a_kill(
+    monkeypatch, capsys, tiny_model_dir, data, tmp_path
+):
+    out = tmp_path / "p"
+    record = pilot_train._Recorder.record
+
+    def dies_at_step_two_of_gainrl(self, model, step):
+        if self.arm == "gainrl" and step == 2:
+            raise Killed
+        return record(self, model, step)
+
+    monkeypatch.setattr(pilot_train._Recorder, "record", dies_at_step_two_of_gainrl)
+    code, _, err = run_cli(
+        monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out, "--arms", "uniform,gainrl")
+    )
+    assert code == 130, err
+    assert "rerun to resume" in err
+    uniform = out / "runs" / "uniform-seed0"
+    gainrl = out / "runs" / "gainrl-seed0"
+    assert (uniform / "done.json").is_file() and not (uniform / "checkpoints").exists()
+    assert not (gainrl / "done.json").exists()
+    assert (gainrl / "checkpoints" / "checkpoint-1").is_dir()
+    before = pl.read_parquet(gainrl / "curve.parquet")
+    assert before["step"].to_list() == [0, 1]
+    uniform_curve = pl.read_parquet(uniform / "curve.parquet")
+
+    monkeypatch.setattr(pilot_train._Recorder, "record", record)
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out, "--arms", "uniform,gainrl", "--json")
+    )
+    assert code == 0, err
+    summary = json.loads(stdout)
+    after = pl.read_parquet(gainrl / "curve.parquet")
+    assert after["step"].to_list() == [0, 1, 2]
+    assert after.head(2).equals(before)  # kept, not recomputed
+    assert pl.read_parquet(uniform / "curve.parquet").equals(uniform_curve)  # a finished run is not redone
+
+    curves = pl.read_parquet(out / "pilot.parquet")
+    assert curves.columns == list(pilot_train.CURVE_SCHEMA)
+    assert curves.select("arm", "seed").unique().height == 2
+    assert curves.filter(pl.col("arm") == "uniform")["centre"].null_count() == 3
+    ordered = curves.filter(pl.col("arm") == "gainrl").sort("step")
+    assert ordered["tokens"].is_sorted() and ordered["tokens"][-1] > 0
+    assert ordered["epoch"].to_list() == [0, 0, 1]  # per-epoch 2 prompts: one step each
+    assert ordered["fed_angle"][-1] is not None and 0.0 < ordered["fed_angle"][-1] < 1.0
+    assert ((curves["accuracy"] >= 0) & (curves["accuracy"] <= 1)).all()
+
+    assert summary == json.loads((out / "pilot.json").read_text())
+    assert summary["runs_finished"] == 2 and summary["baseline"] == "uniform"
+    entry = summary["arms"]["gainrl"]
+    for key in (
+        "final_accuracy",
+        "best_accuracy",
+        "auc",
+        "steps_to_target",
+        "speedup_steps",
+        "speedup_tokens_ci95",
+    ):
+        assert key in entry
+    assert summary["verdict"] and all(isinstance(line, str) for line in summary["verdict"])
+    assert (out / "pilot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "ranking" / "manifest.json").is_file()  # scored here: no --ranking given
+
+    code, _, err = run_cli(monkeypatch, capsys, "report", "--ranking", str(out / "ranking"))
+    assert code == 0, err
+    page = (out / "ranking" / "report" / "report.html").read_text()
+    assert 'id="pilot"' in page and "speedup (steps)" in page and summary["verdict"][0].split(":")[0] in page
+
+
+def _one_line_error(code, err, needle):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--arms", "uniform,curriculum"], "unknown arm 'curriculum'"),
+        (["--reward", "exact"], "unknown --reward 'exact'"),
+        (["--reward", "no_such_module_xyz:f"], "cannot import no_such_module_xyz"),
+        (["--answer-field", "solution"], "no column 'solution' (--answer-field)"),
+        (["--eval-rows", "24"], "leaves no training row"),
+        (["--num-generations", "1"], "at least 2"),
+    ],
+)
+def test_pilot_errors_are_one_line(monkeypatch, capsys, tiny_model_dir, data, tmp_path, extra, needle):
+    out = tmp_path / "p"
+    code, _, err = run_cli(monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out, *extra))
+    _one_line_error(code, err, needle)
+    assert not (out / "runs").exists()
+
+
+def test_pilot_refuses_a_ranking_of_another_dataset(
+    monkeypatch, capsys, tiny_model_dir, data, ranking, tmp_path
+):
+    out = tmp_path / "p"
+    code, _, err = run_cli(
+        monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out, "--ranking", str(ranking))
+    )
+    _one_line_error(code, err, "ranks another dataset")
+    assert not (out / "runs").exists()
+
+
+def test_pilot_refuses_other_settings_in_the_same_folder(monkeypatch, capsys, tiny_model_dir, data, tmp_path):
+    out = tmp_path / "p"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({**_config(tiny_model_dir, data, out), "steps": 99}))
+    code, _, err = run_cli(monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out))
+    _one_line_error(code, err, "other settings (steps)")
+    assert json.loads((out / "config.json").read_text())["steps"] == 99  # nothing overwritten
+
+
+def _config(model, data, out) -> dict:
+    from anglecurate.pilot.plan import GRPOOptions, PilotConfig
+
+    grpo = GRPOOptions(num_generations=2, prompts_per_step=2, max_completion_length=3, learning_rate=1e-4)
+    cfg = PilotConfig(
+        model=str(model), data=str(data), out=str(out), field="problem", answer_field="answer",
+        id_field="id", seeds=1, steps=2, eval_every=1, eval_rows=4, grpo=grpo,
+    )  # fmt: skip
+    return cfg.to_dict()
+
+
+def test_pilot_without_trl_names_the_extra(monkeypatch, capsys, tiny_model_dir, data, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a)
+    )
+    code, _, err = run_cli(monkeypatch, capsys, *pilot_args(tiny_model_dir, data, tmp_path / "p"))
+    _one_line_error(code, err, "pip install 'anglecurate[trl]'")

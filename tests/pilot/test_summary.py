@@ -1,0 +1,82 @@
+"""The pilot's verdict: steps to the target, speedups, and intervals that never claim more
+than the seeds show."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from anglecurate.pilot.summary import auc, first_crossing, mean_curve, summarize
+
+
+def curves(
+    arm: str, seeds: dict[int, list[float]], every: int = 10, tokens_per_step: int = 100
+) -> list[dict]:
+    rows = []
+    for seed, accs in seeds.items():
+        for i, acc in enumerate(accs):
+            step = i * every
+            rows.append(
+                {"arm": arm, "seed": seed, "step": step, "tokens": step * tokens_per_step, "accuracy": acc}
+            )
+    return rows
+
+
+def test_first_crossing_interpolates_between_evaluations():
+    x, y = np.array([0.0, 10, 20]), np.array([0.1, 0.3, 0.5])
+    assert first_crossing(x, y, 0.4) == pytest.approx(15.0)
+    assert first_crossing(x, y, 0.1) == 0.0
+    assert first_crossing(x, y, 0.6) is None
+    assert auc(x, y) == pytest.approx(0.3)
+
+
+def test_mean_curve_uses_shared_points():
+    x, y = mean_curve(
+        [(np.array([0.0, 10, 20]), np.array([0.0, 1, 1])), (np.array([0.0, 20]), np.array([0.0, 0]))]
+    )
+    assert x.tolist() == [0, 20] and y.tolist() == [0.0, 0.5]
+
+
+def test_a_twice_as_fast_arm_gets_a_speedup_of_two_with_a_tight_interval():
+    uniform = {s: [0.1, 0.2, 0.3, 0.4, 0.5] for s in range(3)}
+    fast = {s: [0.1, 0.3, 0.5, 0.6, 0.7] for s in range(3)}
+    frame = pl.DataFrame(curves("uniform", uniform) + curves("gainrl", fast))
+    summary = summarize(frame)
+    entry = summary["arms"]["gainrl"]
+    assert summary["target_accuracy"] == pytest.approx(0.5)
+    assert entry["steps_to_target"] == pytest.approx(20.0)
+    assert entry["speedup_steps"] == pytest.approx(2.0)
+    assert entry["speedup_steps_ci95"] == pytest.approx((2.0, 2.0))
+    assert entry["speedup_tokens"] == pytest.approx(2.0)
+    assert any("2.00x" in line and "faster in steps" in line for line in summary["verdict"])
+
+
+def test_noisy_seeds_give_an_interval_through_one_and_no_claim():
+    uniform = {0: [0.1, 0.3, 0.5], 1: [0.1, 0.2, 0.3], 2: [0.1, 0.4, 0.4]}
+    other = {0: [0.1, 0.45, 0.5], 1: [0.1, 0.2, 0.25], 2: [0.1, 0.3, 0.4]}
+    summary = summarize(pl.DataFrame(curves("uniform", uniform) + curves("length", other)))
+    lo, hi = summary["arms"]["length"]["speedup_steps_ci95"]
+    assert lo < 1.0 < hi
+    assert summary["arms"]["length"]["speedup_steps"] == 0.0  # its mean curve stops short
+    line = next(v for v in summary["verdict"] if v.startswith("length") and "in steps" in v)
+    assert "never reached" in line and f"{lo:.2f}-{hi:.2f}" in line
+    closer = {0: [0.1, 0.5, 0.5], 1: [0.1, 0.2, 0.3], 2: [0.1, 0.3, 0.45]}  # mean 0.417 > 0.4
+    summary = summarize(pl.DataFrame(curves("uniform", uniform) + curves("length", closer)))
+    lo, hi = summary["arms"]["length"]["speedup_steps_ci95"]
+    assert lo < 1.0 < hi
+    line = next(v for v in summary["verdict"] if v.startswith("length vs uniform in steps"))
+    assert "the interval includes 1, so no difference is shown" in line
+
+
+def test_an_arm_that_never_reaches_the_target_is_said_so():
+    frame = pl.DataFrame(curves("uniform", {0: [0.1, 0.5]}) + curves("reverse", {0: [0.1, 0.2]}))
+    summary = summarize(frame)
+    assert summary["arms"]["reverse"]["speedup_steps"] == 0.0
+    assert summary["arms"]["reverse"]["steps_to_target"] is None
+    assert any("never reached" in line for line in summary["verdict"])
+
+
+def test_a_uniform_arm_that_learned_nothing_is_flagged():
+    frame = pl.DataFrame(curves("uniform", {0: [0.3, 0.3]}) + curves("gainrl", {0: [0.3, 0.4]}))
+    assert "uniform learned nothing" in summarize(frame)["verdict"][0]
