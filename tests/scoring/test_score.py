@@ -174,3 +174,14 @@ def test_packing_auto_follows_the_attention_kernel():
         cfg(attn_implementation="fa9").validate()
     with pytest.raises(UserError, match="--packing"):
         cfg(packing="yes").validate()
+
+
+def test_a_uid_column_is_the_id_when_named_and_refused_otherwise(tiny_model_dir, tmp_path):
+    data = tmp_path / "u.jsonl"
+    data.write_text("".join(json.dumps({"uid": f"r{i}", "prompt": f"What is {i} + 1?"}) + "\n" for i in range(4)))
+    with pytest.raises(UserError, match="pass --id-field uid"):
+        score(_cfg(tiny_model_dir, data, tmp_path / "refused"))
+    score(_cfg(tiny_model_dir, data, tmp_path / "out", id_field="uid"))
+    ranked = read_ranked(tmp_path / "out")
+    assert ranked.columns.count("uid") == 1
+    assert sorted(ranked["uid"].to_list()) == ["r0", "r1", "r2", "r3"]
