@@ -175,3 +175,20 @@ def test_pilot_without_trl_names_the_extra(monkeypatch, capsys, tiny_model_dir, 
     )
     code, _, err = run_cli(monkeypatch, capsys, *pilot_args(tiny_model_dir, data, tmp_path / "p"))
     _one_line_error(code, err, "pip install 'anglecurate[trl]'")
+
+
+@pytest.mark.slow
+def test_smollm2_pilot_trains_the_real_gguf_model(monkeypatch, capsys, tmp_path):
+    """The real model: a GGUF checkpoint trains (dequantised weights), on the built-in task."""
+    out = tmp_path / "p"
+    args = [
+        "pilot", "--model", "builtin:smollm2", "--data", "builtin:arithmetic", "--id-field", "uid",
+        "--field", "problem", "--answer-field", "answer", "--out", str(out), "--arms", "uniform,length",
+        "--seeds", "1", "--steps", "2", "--eval-every", "2", "--eval-rows", "8", "--train-rows", "16",
+        "--num-generations", "2", "--prompts-per-step", "2", "--max-completion-length", "8", "--json",
+    ]  # fmt: skip
+    code, stdout, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    curves = pl.read_parquet(out / "pilot.parquet")
+    assert curves.height == 4 and curves["tokens"].max() > 0
+    assert set(json.loads(stdout)["arms"]) == {"uniform", "length"}
