@@ -13,7 +13,9 @@ Pure functions of the curves (``pilot.parquet``). For each arm, over its seeds:
   within the budget), so the interval stays honest about runs that fell short.
 
 The verdict names a speedup only when the interval's lower end is above 1, a slowdown only
-when its upper end is below 1; otherwise it says the pilot cannot tell them apart.
+when its upper end is below 1; otherwise it says the pilot cannot tell them apart. Every
+other ordered arm is also compared with ``length`` (the confound an angle order must beat)
+by the difference in area under the curve, with the same bootstrap over seeds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import polars as pl
 
 BOOTSTRAP = 2000
 BASELINE = "uniform"
+CONFOUND = "length"
 
 
 def mean_curve(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +92,24 @@ def bootstrap_interval(base: list, arm: list, seed: int = 0) -> tuple[float, flo
     return float(lo), float(hi)
 
 
+def auc_difference(arm: list, other: list, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """AUC of ``arm``'s mean curve minus ``other``'s, and its 95% bootstrap interval over seeds."""
+
+    def diff(a, b):
+        return auc(*mean_curve(a)) - auc(*mean_curve(b))
+
+    rng = np.random.Generator(np.random.PCG64(seed))
+    draws = [
+        diff(
+            [arm[i] for i in rng.integers(0, len(arm), len(arm))],
+            [other[i] for i in rng.integers(0, len(other), len(other))],
+        )
+        for _ in range(BOOTSTRAP)
+    ]
+    lo, hi = np.quantile(draws, [0.025, 0.975])
+    return diff(arm, other), (float(lo), float(hi))
+
+
 def summarize(frame: pl.DataFrame) -> dict:
     """``pilot.json``'s ``arms`` and ``verdict`` from the curves of finished runs."""
     arms = list(dict.fromkeys(frame["arm"].to_list()))
@@ -121,6 +142,11 @@ def summarize(frame: pl.DataFrame) -> dict:
                     curves = list(per_unit[unit].values())
                     entry[f"speedup_{name}"] = _speedup(base[unit], curves, 0.0)
                     entry[f"speedup_{name}_ci95"] = bootstrap_interval(base[unit], curves)
+        if arm not in (BASELINE, CONFOUND) and CONFOUND in arms:
+            confound = list(_seed_curves(frame, CONFOUND, "step").values())
+            difference, interval = auc_difference(list(per_unit["step"].values()), confound)
+            entry["auc_minus_length"] = difference
+            entry["auc_minus_length_ci95"] = interval
         result["arms"][arm] = entry
     result["verdict"] = verdicts(result)
     return result
@@ -159,4 +185,15 @@ def verdicts(result: dict) -> list[str]:
     for arm, entry in result["arms"].items():
         if arm != BASELINE:
             lines += [_describe(arm, entry, "steps"), _describe(arm, entry, "tokens")]
+        if "auc_minus_length" in entry:
+            diff, (lo, hi) = entry["auc_minus_length"], entry["auc_minus_length_ci95"]
+            span = f"{diff:+.3f} (95% interval {lo:+.3f} to {hi:+.3f} over seeds)"
+            if lo > 0:
+                lines.append(f"{arm} beat length: mean held-out accuracy over the run {span}")
+            elif hi < 0:
+                lines.append(f"{arm} did worse than length: mean held-out accuracy over the run {span}")
+            else:
+                lines.append(
+                    f"{arm} vs length: mean held-out accuracy over the run {span}; no difference is shown"
+                )
     return lines

@@ -80,3 +80,17 @@ def test_an_arm_that_never_reaches_the_target_is_said_so():
 def test_a_uniform_arm_that_learned_nothing_is_flagged():
     frame = pl.DataFrame(curves("uniform", {0: [0.3, 0.3]}) + curves("gainrl", {0: [0.3, 0.4]}))
     assert "uniform learned nothing" in summarize(frame)["verdict"][0]
+
+
+def test_ordered_arms_are_compared_with_length_by_area_under_the_curve():
+    uniform = {s: [0.1, 0.2, 0.3] for s in range(3)}
+    length = {s: [0.1, 0.3, 0.4] for s in range(3)}
+    gainrl = {s: [0.1, 0.1, 0.2] for s in range(3)}
+    summary = summarize(
+        pl.DataFrame(curves("uniform", uniform) + curves("gainrl", gainrl) + curves("length", length))
+    )
+    entry = summary["arms"]["gainrl"]
+    assert entry["auc_minus_length"] == pytest.approx((0.125) - (0.275))
+    assert entry["auc_minus_length_ci95"][1] < 0
+    assert "auc_minus_length" not in summary["arms"]["length"]
+    assert any(line.startswith("gainrl did worse than length") for line in summary["verdict"])
