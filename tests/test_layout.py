@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 from pathlib import Path
+
+import pytest
 
 import anglecurate
 
@@ -62,9 +65,18 @@ def test_public_import_paths_name_the_adapters():
     trl = importlib.import_module("anglecurate.trl")
     from anglecurate.scheduling import curriculum
     from anglecurate.scheduling import trl as trl_adapter
-    from anglecurate.scheduling import verl as verl_adapter
 
-    assert verl.GainRLSampler is verl_adapter.GainRLSampler
+    if importlib.util.find_spec("verl") is not None:
+        from anglecurate.scheduling import verl_dataset
+
+        assert verl.GainRLDataset is verl_dataset.GainRLDataset
+    if importlib.util.find_spec("verl.experimental.dataset") is not None:  # verl 0.5 to 0.7
+        from anglecurate.scheduling import verl as verl_adapter
+
+        assert verl.GainRLSampler is verl_adapter.GainRLSampler
+    elif importlib.util.find_spec("verl") is not None:  # verl 0.8+: named, it says what to use
+        with pytest.raises(ImportError, match="GainRLDataset"):
+            verl.GainRLSampler  # noqa: B018
     assert trl.GainRLGRPOTrainer is trl_adapter.GainRLGRPOTrainer
     assert trl.track is trl_adapter.track
     assert trl.Curriculum is curriculum.Curriculum

@@ -393,7 +393,9 @@ def schedule(
     batch_multiple: int = typer.Option(
         1, help="K must be a multiple of this: TRL's prompts per generation, verl's train_batch_size."
     ),
-    export: list[str] = typer.Option([], help="Trainer export to write: trl, verl, openrlhf (repeatable)."),
+    export: list[str] = typer.Option(
+        [], help="Trainer export to write: trl, verl, openrlhf, ordered, adarft, trinity (repeatable)."
+    ),
     step: float = typer.Option(None, help="Open loop: move the centre this many ranks per epoch."),
     assume_accuracy: float = typer.Option(None, help="Open loop: GAIN-RL update with this accuracy."),
     assume_angle: float = typer.Option(0.0, help="Open loop: angle term of that update."),

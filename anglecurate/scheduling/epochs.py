@@ -36,7 +36,7 @@ from anglecurate.scoring.store import OutputDir, atomic_write, atomic_write_json
 SCHEDULE_FILE = "schedule.parquet"
 STATE_FILE = "state.json"
 GAINRL_FILE = "gainrl_indices.pt"
-EXPORTS = ("trl", "verl", "openrlhf")
+EXPORTS = ("trl", "verl", "openrlhf", "ordered", "adarft", "trinity")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""verl adapter: GAIN-RL's sampler for ``data.sampler.class_path`` (verl 0.5 to 0.7).
+"""verl adapter: GAIN-RL's sampler for ``data.sampler.class_path`` (verl 0.5 to 0.7; for verl 0.7
+to 0.9 see :mod:`anglecurate.scheduling.verl_dataset`).
 
 verl builds it through ``create_rl_sampler`` from the ``data`` config::
 
@@ -24,7 +25,8 @@ try:
     from verl.experimental.dataset.sampler import AbstractCurriculumSampler
 except ImportError as exc:  # verl 0.8 removed data.sampler; before 0.5 it did not exist
     raise ImportError(
-        "anglecurate.verl needs verl 0.5 to 0.7 (the versions with data.sampler.class_path)"
+        "anglecurate.verl.GainRLSampler needs verl 0.5 to 0.7 (the versions with data.sampler.class_path); "
+        "on verl 0.8 and later use data.custom_cls.name=GainRLDataset (docs/schedule.md)"
     ) from exc
 
 from anglecurate.errors import UserError

@@ -178,7 +178,9 @@ def test_packing_auto_follows_the_attention_kernel():
 
 def test_a_uid_column_is_the_id_when_named_and_refused_otherwise(tiny_model_dir, tmp_path):
     data = tmp_path / "u.jsonl"
-    data.write_text("".join(json.dumps({"uid": f"r{i}", "prompt": f"What is {i} + 1?"}) + "\n" for i in range(4)))
+    data.write_text(
+        "".join(json.dumps({"uid": f"r{i}", "prompt": f"What is {i} + 1?"}) + "\n" for i in range(4))
+    )
     with pytest.raises(UserError, match="pass --id-field uid"):
         score(_cfg(tiny_model_dir, data, tmp_path / "refused"))
     score(_cfg(tiny_model_dir, data, tmp_path / "out", id_field="uid"))
