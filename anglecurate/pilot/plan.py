@@ -15,6 +15,7 @@ The split is a seeded permutation of the input's rows, so a rerun holds out the 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -114,17 +115,30 @@ class PilotConfig:
         return data
 
 
+# Settings the split and the ranking are made from: changed before any run started, those
+# derived folders are rebuilt; the others only shape the runs.
+SPLIT_KEYS = ("data", "split", "data_config", "field", "answer_field", "id_field", "eval_rows", "eval_data")
+RANKING_KEYS = (*SPLIT_KEYS, "train_rows", "model", "ranking")
+
+
 def check_config(cfg: PilotConfig, folder: Path) -> None:
-    """Refuse to mix runs of another study into ``folder``; record the settings otherwise."""
+    """Refuse to mix runs of another study into ``folder``; record the settings otherwise.
+
+    Before any run has started (a first attempt that stopped at a typo, say), other settings
+    are taken as a correction: the split and ranking they change are rebuilt."""
     path = folder / CONFIG_FILE
     if path.is_file():
-        previous = PilotConfig.from_dict(json.loads(path.read_text()))
-        changed = [k for k, v in cfg.study().items() if previous.study().get(k) != v]
-        if changed:
+        previous = PilotConfig.from_dict(json.loads(path.read_text())).study()
+        changed = [k for k, v in cfg.study().items() if previous.get(k) != v]
+        if changed and (folder / "runs").is_dir():
             raise UserError(
                 f"{folder} holds a pilot with other settings ({', '.join(changed)}); pass another --out "
                 "or the same settings to resume it"
             )
+        if set(changed) & set(RANKING_KEYS):
+            shutil.rmtree(folder / "ranking", ignore_errors=True)
+        if set(changed) & {*SPLIT_KEYS, "train_rows"}:
+            shutil.rmtree(folder / "data", ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cfg.to_dict(), path)
 

@@ -148,11 +148,23 @@ def test_pilot_refuses_a_ranking_of_another_dataset(
 
 def test_pilot_refuses_other_settings_in_the_same_folder(monkeypatch, capsys, tiny_model_dir, data, tmp_path):
     out = tmp_path / "p"
-    out.mkdir()
+    (out / "runs" / "uniform-seed0").mkdir(parents=True)  # a run of that study has started
     (out / "config.json").write_text(json.dumps({**_config(tiny_model_dir, data, out), "steps": 99}))
     code, _, err = run_cli(monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out))
     _one_line_error(code, err, "other settings (steps)")
     assert json.loads((out / "config.json").read_text())["steps"] == 99  # nothing overwritten
+
+
+def test_a_corrected_rerun_after_a_failed_start_is_not_refused(
+    monkeypatch, capsys, tiny_model_dir, data, tmp_path
+):
+    out = tmp_path / "p"
+    code, _, err = run_cli(monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out, "--train-rows", "1"))
+    _one_line_error(code, err, "fewer than one GAIN-RL epoch")
+    args = pilot_args(tiny_model_dir, data, out, "--arms", "uniform", "--steps", "1", "--json")
+    code, stdout, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert json.loads(stdout)["runs_finished"] == 1
 
 
 def _config(model, data, out) -> dict:
