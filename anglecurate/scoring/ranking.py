@@ -111,6 +111,9 @@ def rank_keys(keys: pl.DataFrame, choice: RankChoice) -> tuple[pl.DataFrame, dic
         is null for rows dropped by ``nan_policy="drop"``. info: NaN count, dropped count
         and the length fit, for the manifest.
     """
+    # Input-row order, whatever order the files were read in: the length fit's sums then add
+    # up in one order, so `rank` reproduces `score`'s manifest to the last bit.
+    keys = keys.sort(ROW)
     c_intra, c_inter = floats(keys["c_intra"]), floats(keys["c_inter"])
     if choice.metric == "gainrl-reference":
         score = floats(keys["gainrl_reference"])
