@@ -29,10 +29,10 @@ CONFOUND = "length"
 
 
 def mean_curve(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """The mean over seeds on the evaluation points all seeds share: (x [K], accuracy [K])."""
-    xs = curves[0][0]
-    for x, _ in curves[1:]:
-        xs = np.intersect1d(xs, x)
+    """The mean over seeds: (x [K], accuracy [K]) on every evaluation point of any seed, each
+    seed's curve linearly interpolated there and holding its final value past its end (the
+    run stopped there). Steps are shared by every seed; generated tokens differ per seed."""
+    xs = np.unique(np.concatenate([x for x, _ in curves]))
     ys = [np.interp(xs, x, y) for x, y in curves]
     return xs, np.mean(ys, axis=0)
 

@@ -31,11 +31,23 @@ def test_first_crossing_interpolates_between_evaluations():
     assert auc(x, y) == pytest.approx(0.3)
 
 
-def test_mean_curve_uses_shared_points():
+def test_mean_curve_interpolates_every_seed_and_holds_its_final_value():
     x, y = mean_curve(
-        [(np.array([0.0, 10, 20]), np.array([0.0, 1, 1])), (np.array([0.0, 20]), np.array([0.0, 0]))]
+        [(np.array([0.0, 10, 20]), np.array([0.0, 1, 1])), (np.array([0.0, 20, 30]), np.array([0.0, 0, 1]))]
     )
-    assert x.tolist() == [0, 20] and y.tolist() == [0.0, 0.5]
+    assert x.tolist() == [0, 10, 20, 30] and y.tolist() == [0.0, 0.5, 0.5, 1.0]
+
+
+def test_token_speedups_use_interpolated_curves():
+    # two seeds of each arm generate different token counts per step
+    uniform = curves("uniform", {0: [0.1, 0.3, 0.5]}, tokens_per_step=100)
+    uniform += curves("uniform", {1: [0.1, 0.3, 0.5]}, tokens_per_step=110)
+    short = curves("length", {0: [0.1, 0.3, 0.5]}, tokens_per_step=50)
+    short += curves("length", {1: [0.1, 0.3, 0.5]}, tokens_per_step=55)
+    entry = summarize(pl.DataFrame(uniform + short))["arms"]["length"]
+    assert entry["speedup_steps"] == pytest.approx(1.0)
+    assert entry["tokens_to_target"] == pytest.approx(1100.0)  # when the slower seed gets there
+    assert entry["speedup_tokens"] == pytest.approx(2.0)
 
 
 def test_a_twice_as_fast_arm_gets_a_speedup_of_two_with_a_tight_interval():
