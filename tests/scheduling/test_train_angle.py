@@ -99,7 +99,12 @@ class CheckedTrainer(GainRLGRPOTrainer):
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
-def test_grpo_trainer_feeds_the_measured_angle_to_the_window(ranking, tiny_model_dir, tmp_path):
+def all_right(completions, **kwargs):
+    return [1.0] * len(completions)
+
+
+def closed_loop(ranking, tiny_model_dir, tmp_path, reward, trainer_cls=GainRLGRPOTrainer, args=None, **kw):
+    """A schedule of 8 prompts per epoch over the tiny ranking, and a trainer on it."""
     s = tmp_path / "s"
     create_schedule(
         ScheduleConfig(
@@ -108,19 +113,26 @@ def test_grpo_trainer_feeds_the_measured_angle_to_the_window(ranking, tiny_model
     )
     dataset = load_dataset("parquet", data_files=str(s / "rows.parquet"), split="train")
     curriculum = Curriculum(s, dataset["uid"])
-    assert curriculum.rank_layer == 2  # the ranking's layer: the deepest scored
-
-    def half_right(completions, uid, **kwargs):
-        return [float(int(u[1:]) % 2) for u in uid]
-
-    trainer = CheckedTrainer(
+    trainer = trainer_cls(
         model=AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
-        reward_funcs=[track(curriculum, half_right)],
-        args=grpo_args(tmp_path / "run", num_train_epochs=2),
+        reward_funcs=[track(curriculum, reward)],
+        args=grpo_args(tmp_path / "run", **(args or {})),
         train_dataset=dataset,
         processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
         curriculum=curriculum,
+        **kw,
     )
+    return curriculum, trainer
+
+
+def test_grpo_trainer_feeds_the_measured_angle_to_the_window(ranking, tiny_model_dir, tmp_path):
+    def half_right(completions, uid, **kwargs):
+        return [float(int(u[1:]) % 2) for u in uid]
+
+    curriculum, trainer = closed_loop(
+        ranking, tiny_model_dir, tmp_path, half_right, CheckedTrainer, args={"num_train_epochs": 2}
+    )
+    assert curriculum.rank_layer == 2  # the ranking's layer: the deepest scored
     hooks_before = meter_hooks(trainer.model)
     trainer.train()
     for epoch in (0, 1):
@@ -142,44 +154,14 @@ def test_grpo_trainer_feeds_the_measured_angle_to_the_window(ranking, tiny_model
 def test_angle_is_counted_once_with_gradient_checkpointing_and_repeated_iterations(
     ranking, tiny_model_dir, tmp_path
 ):
-    s = tmp_path / "s"
-    create_schedule(
-        ScheduleConfig(
-            str(ranking), str(s), per_epoch=8, seed=3, sampler=SAMPLER, batch_multiple=4, exports=("trl",)
-        )
-    )
-    dataset = load_dataset("parquet", data_files=str(s / "rows.parquet"), split="train")
-    curriculum = Curriculum(s, dataset["uid"])
-    trainer = GainRLGRPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
-        reward_funcs=[track(curriculum, lambda completions, **kw: [1.0] * len(completions))],
-        args=grpo_args(tmp_path / "run", gradient_checkpointing=True, num_iterations=2),
-        train_dataset=dataset,
-        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
-        curriculum=curriculum,
-    )
+    args = {"gradient_checkpointing": True, "num_iterations": 2}
+    curriculum, trainer = closed_loop(ranking, tiny_model_dir, tmp_path, all_right, args=args)
     trainer.train()
     assert curriculum.feedback_totals(0)[3] == 8 * 2
     assert 0.0 < curriculum.angle(0) < 1.0
 
 
 def test_measure_angle_false_feeds_accuracy_alone(ranking, tiny_model_dir, tmp_path):
-    s = tmp_path / "s"
-    create_schedule(
-        ScheduleConfig(
-            str(ranking), str(s), per_epoch=8, seed=3, sampler=SAMPLER, batch_multiple=4, exports=("trl",)
-        )
-    )
-    dataset = load_dataset("parquet", data_files=str(s / "rows.parquet"), split="train")
-    curriculum = Curriculum(s, dataset["uid"])
-    trainer = GainRLGRPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
-        reward_funcs=[track(curriculum, lambda completions, **kw: [1.0] * len(completions))],
-        args=grpo_args(tmp_path / "run"),
-        train_dataset=dataset,
-        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
-        curriculum=curriculum,
-        measure_angle=False,
-    )
+    curriculum, trainer = closed_loop(ranking, tiny_model_dir, tmp_path, all_right, measure_angle=False)
     trainer.train()
     assert curriculum.angle(0) is None and curriculum.accuracy(0) == 1.0
