@@ -177,7 +177,8 @@ def _tracking_reward(recorder: _Recorder, reward, curriculum):
     return pilot_reward
 
 
-def grpo_args(cfg: PilotConfig, run: Path, seed: int, epochs: int | None):
+def grpo_args(cfg: PilotConfig, run: Path, seed: int):
+    """TRL's config of one run: ``max_steps`` bounds it, so the epoch count is TRL's own."""
     from trl import GRPOConfig
 
     g = cfg.grpo
@@ -186,7 +187,6 @@ def grpo_args(cfg: PilotConfig, run: Path, seed: int, epochs: int | None):
         seed=seed,
         data_seed=seed,
         max_steps=cfg.steps,
-        num_train_epochs=epochs or 1,
         per_device_train_batch_size=g.prompts_per_step * g.num_generations,
         gradient_accumulation_steps=1,
         steps_per_generation=1,
@@ -238,7 +238,7 @@ def train_one(task: Task, arm: str, seed: int, order: Order | None, progress) ->
         recorder.record(model, 0)
     kwargs = dict(
         model=model,
-        args=grpo_args(cfg, run, seed, None),
+        args=grpo_args(cfg, run, seed),
         train_dataset=dataset,
         reward_funcs=[_tracking_reward(recorder, task.reward, curriculum)],
         processing_class=task.tokenizer,
