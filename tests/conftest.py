@@ -48,7 +48,7 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     """SmolLM2's tokenizer, read from the packaged GGUF once and saved as tokenizer.json."""
     from transformers import AutoTokenizer
 
-    from anglecurate.builtin import resolve_builtin_model
+    from anglecurate.sources.builtin import resolve_builtin_model
 
     gguf = resolve_builtin_model("builtin:smollm2")
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

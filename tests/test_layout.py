@@ -1,11 +1,13 @@
-"""The package layout: no import cycles between modules, and the public import paths that
-training scripts and verl configs name keep pointing at the adapters."""
+"""The package layout: floors that only point down, no import cycles, docstrings that name
+exactly the modules beside them, and the public import paths training scripts and verl
+configs name."""
 
 from __future__ import annotations
 
 import ast
 import importlib
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,9 @@ import pytest
 import anglecurate
 
 ROOT = Path(anglecurate.__file__).parent
+# The adapters' public import paths and the entry point: above every floor.
+TOP = {"trl", "verl", "__main__"}
+MAX_LOOSE = 4  # loose modules at the top besides __init__ and __main__
 
 
 def _module_name(path: Path) -> str:
@@ -22,7 +27,7 @@ def _module_name(path: Path) -> str:
 
 def _imports(path: Path, modules: set[str]) -> set[str]:
     """anglecurate modules imported by ``path`` (at any depth: a lazy import inside a
-    function still makes a cycle a reader has to untangle)."""
+    function still points somewhere a reader has to follow)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("anglecurate"):
@@ -33,8 +38,84 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
     return found & modules
 
 
+def _files() -> dict[str, Path]:
+    return {_module_name(p): p for p in ROOT.rglob("*.py")}
+
+
+def floors() -> list[str]:
+    """The floor order, bottom first, as the package docstring writes it (``    name/`` for
+    a folder, ``    name.py`` for a loose module that is a floor of its own, like ``api``)."""
+    return re.findall(r"^    (\w+)(?:/|\.py)", anglecurate.__doc__, flags=re.M)
+
+
+def floor_of(module: str, order: list[str]) -> int:
+    """The floor index of ``module``: its first subpackage's place in ``order``; the root
+    package and the loose top modules are above every floor."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in TOP:
+        return len(order)
+    return order.index(parts[1])
+
+
+def upward_imports(files: dict[str, Path], order: list[str]) -> list[str]:
+    modules = set(files)
+    bad = []
+    for name, path in sorted(files.items()):
+        here = floor_of(name, order)
+        for dep in sorted(_imports(path, modules)):
+            if floor_of(dep, order) > here:
+                bad.append(f"{name} imports {dep}")
+    return bad
+
+
+def test_every_folder_is_a_floor_and_the_top_is_small():
+    order = floors()
+    folders = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    loose = {p.stem for p in ROOT.glob("*.py")} - {"__init__"}
+    floor_modules = loose - TOP
+    assert folders | floor_modules == set(order), (
+        f"not in the package docstring's floors: {(folders | floor_modules) ^ set(order)}"
+    )
+    assert len(loose - {"__main__"}) <= MAX_LOOSE, f"too many loose modules: {sorted(loose)}"
+
+
+def test_imports_only_point_down_the_floors():
+    bad = upward_imports(_files(), floors())
+    assert not bad, "imports that point up the floors:\n" + "\n".join(bad)
+
+
+def test_the_floor_check_catches_an_upward_import(tmp_path):
+    # The check itself can fail: a data module that imports scoring is caught.
+    files = _files()
+    fake = tmp_path / "anglecurate" / "data" / "bad.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("from anglecurate.scoring.store import OutputDir\n")
+    files["anglecurate.data.bad"] = fake
+    assert upward_imports(files, floors()) == ["anglecurate.data.bad imports anglecurate.scoring.store"]
+
+
+@pytest.mark.parametrize(
+    ("floor", "forbidden"),
+    [
+        ("data", {"scoring", "evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
+        ("model", {"scoring", "evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
+        ("scoring", {"evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
+        *[
+            (f, {"data", "model", "scoring", "evidence", "scheduling", "reporting", "pilot", "scale", "cli"})
+            for f in ("base", "storage", "sources", "stats", "rewards")
+        ],
+    ],
+)
+def test_lower_floors_import_nothing_above_them(floor, forbidden):
+    files = _files()
+    for name, path in files.items():
+        if name.split(".")[1:2] == [floor]:
+            reached = {d.split(".")[1] for d in _imports(path, set(files)) if d.count(".")}
+            assert not reached & forbidden, f"{name} imports {sorted(reached & forbidden)}"
+
+
 def test_no_module_imports_itself_back():
-    files = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    files = _files()
     packages = {name for name, p in files.items() if p.name == "__init__.py"}
     graph = {name: _imports(p, set(files)) - {name} for name, p in files.items()}
     graph = {name: deps - packages for name, deps in graph.items()}  # a package's docstring is no edge
@@ -60,6 +141,44 @@ def test_the_kernel_does_not_import_its_dispatcher():
     assert not kernel
 
 
+def listed_modules(doc: str) -> set[str]:
+    """The names a package docstring lists as its contents: a word (or ``a, b`` pair) that
+    starts an indented-or-not line and is followed by two spaces or a line end, the way
+    every capability lays out its module table."""
+    names = set()
+    for line in doc.splitlines():
+        m = re.match(r"^\s*((?:\w+/?)(?:,\s*\w+)*)(?:\s{2,}|$)", line)
+        if m:
+            names |= {n.strip().rstrip("/") for n in m.group(1).split(",")}
+    return names
+
+
+@pytest.mark.parametrize("init", sorted(ROOT.rglob("*/__init__.py")), ids=lambda p: p.parent.name)
+def test_every_capability_lists_exactly_its_modules(init):
+    doc = ast.get_docstring(ast.parse(init.read_text()))
+    assert doc, f"{init} has no docstring"
+    modules = {p.stem for p in init.parent.glob("*.py") if p.stem != "__init__"}
+    modules |= {p.parent.name for p in init.parent.glob("*/__init__.py")}
+    listed = listed_modules(doc)
+    missing = modules - listed
+    assert not missing, f"{init.parent.name}/__init__.py does not list {sorted(missing)}"
+
+
+def test_the_docstring_check_needs_the_name_in_the_table():
+    # "run" in a sentence does not count as listing a module named run.
+    assert "run" not in listed_modules("every run of a pilot, then its table")
+    assert {"run", "plan"} <= listed_modules("plan      the settings\nrun       every run")
+    assert {"trl", "verl"} <= listed_modules("trl, verl    thin adapters")
+
+
+def test_the_readme_module_map_names_every_floor():
+    readme = (ROOT.parent / "README.md").read_text()
+    block = readme[readme.index("```\nanglecurate/") :]
+    block = block[: block.index("```", 4)]
+    for floor in floors():
+        assert re.search(rf"^  {floor}(/|\.py)", block, flags=re.M), f"README module map lacks {floor}"
+
+
 def test_public_import_paths_name_the_adapters():
     verl = importlib.import_module("anglecurate.verl")  # pkg://anglecurate.verl in verl configs
     trl = importlib.import_module("anglecurate.trl")
@@ -80,12 +199,3 @@ def test_public_import_paths_name_the_adapters():
     assert trl.GainRLGRPOTrainer is trl_adapter.GainRLGRPOTrainer
     assert trl.track is trl_adapter.track
     assert trl.Curriculum is curriculum.Curriculum
-
-
-def test_every_capability_says_what_lives_there():
-    for init in ROOT.glob("*/__init__.py"):
-        doc = ast.get_docstring(ast.parse(init.read_text()))
-        assert doc, f"{init} has no docstring"
-        modules = {p.stem for p in init.parent.glob("*.py") if p.stem != "__init__"}
-        missing = {m for m in modules if m not in doc}
-        assert not missing, f"{init.parent.name}/__init__.py does not mention {sorted(missing)}"

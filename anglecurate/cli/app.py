@@ -1,7 +1,7 @@
 """The `anglecurate` command: thin wrappers that build a config and call one library function.
 
 Heavy imports (torch, transformers, polars) happen inside the commands so ``--help`` is
-instant. A :class:`~anglecurate.errors.UserError` becomes one line on stderr and exit code 2;
+instant. A :class:`~anglecurate.base.errors.UserError` becomes one line on stderr and exit code 2;
 ``ANGLECURATE_DEBUG=1`` shows the traceback instead.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 
 app = typer.Typer(
     name="anglecurate",
@@ -134,7 +134,7 @@ def score(
 ) -> None:
     """Score every prompt of a dataset and write a ranked copy of it, plus a manifest."""
     from anglecurate import api
-    from anglecurate.scale.shard import launcher_shard
+    from anglecurate.data.shard import launcher_shard
 
     if shard is None and devices is None:  # under torchrun: the shard and device come from the launcher
         parsed, local_rank = launcher_shard()
@@ -548,7 +548,7 @@ def _interruptible(kept: str):
     """Ctrl-C, or SIGTERM from a scheduler, ends a command with one line saying what was kept
     (exit 130 or 143), after the library's own cleanup ran (locks released, partial files
     removed). Inside a command: click would otherwise print "Aborted!" and exit 1."""
-    from anglecurate.faults import interrupted_line, sigterm_as_interrupt
+    from anglecurate.storage.faults import interrupted_line, sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():
@@ -561,7 +561,7 @@ def _interruptible(kept: str):
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
-    from anglecurate.faults import storage_error
+    from anglecurate.storage.faults import storage_error
 
     try:
         app()  # usage errors (unknown option, missing value) are typer's: exit 2

@@ -77,21 +77,21 @@ def print_ranking_ends(console: Console, out: Path, n: int) -> None:
             table.add_column(col, no_wrap=True)
         table.add_column("question", ratio=1, min_width=30)
         for row in frame.iter_rows(named=True):
-            lc = [_fmt(row["score_length_controlled"])] if extra else []
+            lc = [_four_places(row["score_length_controlled"])] if extra else []
             table.add_row(
                 str(row["rank"]),
                 str(row["uid"]),
-                _fmt(row["score"]),
+                _four_places(row["score"]),
                 *lc,
-                _fmt(row["c_intra"]),
-                _fmt(row["c_inter"]),
+                _four_places(row["c_intra"]),
+                _four_places(row["c_inter"]),
                 str(row["n_question"]),
                 _excerpt(row[field]),
             )
         console.print(table)
 
 
-def _fmt(x) -> str:
+def _four_places(x) -> str:
     return "nan" if x is None or x != x else f"{x:.4f}" if abs(x) < 10 else f"{x:.3g}"
 
 
@@ -152,7 +152,7 @@ def print_validation(console: Console, report: dict) -> None:
         if c["target"] == target:
             proxies.caption = (
                 proxies.caption or f"{target} itself:"
-            ) + f"  {c['covariate']} {_fmt(c['rho'])}"
+            ) + f"  {c['covariate']} {_four_places(c['rho'])}"
     console.print(proxies)
 
     rows = report["correlations"]
@@ -166,7 +166,9 @@ def print_validation(console: Console, report: dict) -> None:
     for col in ("feature", "rho [95% CI]", "partial rho", "p (family-wise)", "n"):
         table.add_column(col, justify="left" if col == "feature" else "right")
     for r in top:
-        table.add_row(r["feature"], _interval(r), _fmt(r["partial_rho"]), _fmt(r["p_fwer"]), str(r["n"]))
+        table.add_row(
+            r["feature"], _interval(r), _four_places(r["partial_rho"]), _four_places(r["p_fwer"]), str(r["n"])
+        )
     table.caption = f"partial rho controls for {', '.join(rows[0]['controls'])}" if rows else None
     console.print(table)
 
@@ -176,4 +178,4 @@ def print_validation(console: Console, report: dict) -> None:
 
 
 def _interval(r: dict) -> str:
-    return f"{_fmt(r['rho'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+    return f"{_four_places(r['rho'])} [{_four_places(r['ci_low'])}, {_four_places(r['ci_high'])}]"

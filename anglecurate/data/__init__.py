@@ -4,5 +4,6 @@ sources   a --data spec to files: a file, a folder or glob of shards, a save_to_
           folder, builtin:NAME, or a hub dataset id (through the local cache)
 formats   one file at a time: format, content hash, JSONL lines, JSON arrays, Arrow
 dataset   the files as one Dataset of rows, in fixed chunks across shard boundaries
-arithmetic  builtin:arithmetic, the pilot's generated task of graded difficulty (seeded)
+shard     pure: which rows a process reads when several share a run (a stable hash of
+          the uid mod N)
 """

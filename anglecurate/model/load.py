@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from anglecurate.errors import UserError, first_line
+from anglecurate.base.errors import UserError, first_line
 from anglecurate.model.layers import LoadedModel, wrap_model
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
@@ -50,8 +50,8 @@ class ModelSource:
 def resolve_source(spec: str, revision: str | None = None) -> ModelSource:
     """``--model``: a local directory, a ``.gguf`` file, ``builtin:NAME``, or a hub id
     (``org/name``, at ``revision``) taken from the local Hugging Face cache or downloaded."""
-    from anglecurate.builtin import resolve_builtin_model
-    from anglecurate.data.sources import HUB_ID
+    from anglecurate.sources.builtin import resolve_builtin_model
+    from anglecurate.sources.hub import HUB_ID
 
     path = resolve_builtin_model(spec) if spec.startswith("builtin:") else Path(spec)
     if revision is not None and (path.exists() or not HUB_ID.match(spec)):
@@ -66,7 +66,7 @@ def resolve_source(spec: str, revision: str | None = None) -> ModelSource:
             "Hugging Face model directory or a .gguf file"
         )
     if HUB_ID.match(spec) and not path.exists():
-        from anglecurate.hub import snapshot
+        from anglecurate.sources.hub import snapshot
 
         folder, sha = snapshot(spec, "model", revision, "--model")
         if not (folder / "config.json").is_file():

@@ -2,7 +2,6 @@
 
 plan      the settings, the folder layout and the train / held-out split
 arms      each arm's order of the training rows (uniform, gainrl, gainrl-open, length, reverse)
-rewards   boxed, number, or a user's module:function, with TRL's reward signature
 evaluate  held-out accuracy of the policy, by the same reward
 train     one (arm, seed) run with TRL's GRPOTrainer: curve, checkpoints, resume
 summary   speedups to uniform with bootstrap intervals, and the plain-language verdict

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scheduling.curriculum import Curriculum
 from anglecurate.scheduling.sampler import SamplerParams
 

@@ -10,7 +10,7 @@ import polars as pl
 
 from anglecurate.pilot.summary import mean_curve
 from anglecurate.reporting.figures import pyplot, styled
-from anglecurate.scoring.store import atomic_write
+from anglecurate.storage.atomic import atomic_write
 
 COLORS = {
     "uniform": "#333333",

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from anglecurate.errors import UserError
-from anglecurate.scoring.store import atomic_write_json, atomic_write_parquet
+from anglecurate.base.errors import UserError
+from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
 
 ARMS = ("uniform", "gainrl", "gainrl-open", "length", "reverse")
 DEFAULT_ARMS = ("uniform", "gainrl", "length")

@@ -1,9 +1,10 @@
 """``anglecurate pilot``: every (arm, seed) run of a pilot, then its table, verdict and figure.
 
 Order of work: check the settings against the folder's, split the data (once), score the
-training rows unless a ranking was given, then train the runs arm by arm, seed by seed,
-rewriting ``pilot.parquet``, ``pilot.json`` and ``pilot.png`` after each finished run (so
-a long pilot can be read while it runs). A rerun skips finished runs and resumes the rest.
+training rows unless a ranking was given, then train the runs seed by seed, every arm of
+a seed before the next seed (so a pilot stopped early still compares every arm), rewriting
+``pilot.parquet``, ``pilot.json`` and ``pilot.png`` after each finished run (so a long
+pilot can be read while it runs). A rerun skips finished runs and resumes the rest.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from pathlib import Path
 
 import polars as pl
 
-from anglecurate.errors import UserError
-from anglecurate.lock import exclusive_writer
+from anglecurate.base.errors import UserError
 from anglecurate.pilot.plan import PilotConfig, check_config, prepare_split
-from anglecurate.pilot.rewards import resolve_reward
 from anglecurate.pilot.train import CURVE_SCHEMA, DONE, Task, read_curve, run_dir
-from anglecurate.scoring.store import atomic_write_json, atomic_write_parquet
+from anglecurate.rewards.registry import resolve_reward
+from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
+from anglecurate.storage.lock import exclusive_writer
 
 PARQUET, JSON, PNG = "pilot.parquet", "pilot.json", "pilot.png"
 

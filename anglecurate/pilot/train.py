@@ -23,11 +23,11 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.pilot.arms import Order, curriculum_for, epochs_in
 from anglecurate.pilot.evaluate import evaluate
 from anglecurate.pilot.plan import PilotConfig
-from anglecurate.scoring.store import atomic_write_json, atomic_write_parquet
+from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
 
 CURVE = "curve.parquet"
 DONE = "done.json"

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from anglecurate.errors import UserError
-from anglecurate.evidence.stats import spearman
+from anglecurate.base.errors import UserError
 from anglecurate.reporting import summaries
+from anglecurate.stats.correlation import spearman
 
 TOP, BOTTOM, ALL = "#1b7837", "#c2410c", "#333333"  # top decile, bottom decile, all rows
 COMPONENT_COLORS = {"intra": "#2166ac", "inter": "#b2182b", "combined": "#5e3c99"}

@@ -83,7 +83,7 @@ def prompt_text(value) -> str:
     return text if len(text) <= EXCERPT else text[: EXCERPT - 1] + "\u2026"
 
 
-def _fmt(x, digits: int = 4) -> str:
+def _table_cell(x, digits: int = 4) -> str:
     """Floats with ``digits`` decimals (so table columns align), very large or small ones in
     ``g`` format; integers with thousands separators."""
     if x is None:
@@ -103,16 +103,18 @@ def _table(header: list[str], rows: list[list], cls: str = "", digits: int = 4) 
         for v in row:
             num = isinstance(v, int | float) and not isinstance(v, bool)
             cells.append(
-                f'<td class="num">{html.escape(_fmt(v, digits))}</td>'
+                f'<td class="num">{html.escape(_table_cell(v, digits))}</td>'
                 if num
-                else f"<td>{html.escape(_fmt(v))}</td>"
+                else f"<td>{html.escape(_table_cell(v))}</td>"
             )
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
 def _kv(pairs: list[tuple[str, object]]) -> str:
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in pairs)
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_table_cell(v))}</td></tr>" for k, v in pairs
+    )
     return f'<table class="kv"><tbody>{rows}</tbody></table>'
 
 
@@ -150,11 +152,11 @@ def _validate_html(val: dict) -> str:
         pairs.append(("recommendation", "none"))
     if split:
         lo, hi = split.get("hold_out_ci") or [None, None]
-        held = f"{_fmt(split.get('hold_out_rho'), 3)} [{_fmt(lo, 3)}, {_fmt(hi, 3)}]"
+        held = f"{_table_cell(split.get('hold_out_rho'), 3)} [{_table_cell(lo, 3)}, {_table_cell(hi, 3)}]"
         pairs += [
             (
                 "chosen on first half",
-                f"{split.get('chosen_feature')} (\u03c1 {_fmt(split.get('choose_rho'), 3)})",
+                f"{split.get('chosen_feature')} (\u03c1 {_table_cell(split.get('choose_rho'), 3)})",
             ),
             ("held-out \u03c1 [95% CI]", held),
             ("holds on held-out half", "yes" if split.get("holds") else "no"),
@@ -204,7 +206,7 @@ def render(
     nan = int((~np.isfinite(score)).sum())
     field_name = dataset.get("field")
     count_text = ", ".join(
-        f"{k.replace('_', ' ')} {_fmt(skipped if k == 'skipped' else counts.get(k))}"
+        f"{k.replace('_', ' ')} {_table_cell(skipped if k == 'skipped' else counts.get(k))}"
         for k in ("scored", "skipped", "truncated", "undefined_score")
     )
     summary = _kv(

@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 
 JSON, PNG = "pilot.json", "pilot.png"
 
@@ -43,11 +43,11 @@ def copy_figure(folder: Path, target: Path) -> Path | None:
     return Path(shutil.copy2(folder / PNG, target / PNG))
 
 
-def _fmt(value, digits: int = 3) -> str:
+def _cell(value, digits: int = 3) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_fmt(v, 2) for v in value) + "]"
+        return "[" + ", ".join(_cell(v, 2) for v in value) + "]"
     return f"{value:.{digits}f}" if isinstance(value, float) else html.escape(str(value))
 
 
@@ -64,11 +64,11 @@ def pilot_html(summary: dict, figure_html: str | None) -> str:
             entry.get("best_accuracy"),
             entry.get("auc"),
             entry.get("steps_to_target"),
-            f"{_fmt(entry.get('speedup_steps'), 2)} {_fmt(entry.get('speedup_steps_ci95'))}",
-            f"{_fmt(entry.get('speedup_tokens'), 2)} {_fmt(entry.get('speedup_tokens_ci95'))}",
+            f"{_cell(entry.get('speedup_steps'), 2)} {_cell(entry.get('speedup_steps_ci95'))}",
+            f"{_cell(entry.get('speedup_tokens'), 2)} {_cell(entry.get('speedup_tokens_ci95'))}",
         ]
         rows.append(
-            "<tr>" + "".join(f"<td>{c if isinstance(c, str) else _fmt(c)}</td>" for c in cells) + "</tr>"
+            "<tr>" + "".join(f"<td>{c if isinstance(c, str) else _cell(c)}</td>" for c in cells) + "</tr>"
         )
     table = "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
     verdict = "".join(f"<li>{html.escape(line)}</li>" for line in summary.get("verdict", []))
@@ -76,7 +76,7 @@ def pilot_html(summary: dict, figure_html: str | None) -> str:
     target = summary.get("target_accuracy")
     note = (
         f'<p class="note">{html.escape(runs)}; target = uniform\'s final held-out accuracy '
-        f"({_fmt(target)}); a speedup is uniform's steps (tokens) to the target over the arm's.</p>"
+        f"({_cell(target)}); a speedup is uniform's steps (tokens) to the target over the arm's.</p>"
     )
     return (
         '<section id="pilot"><h2>Pilot (<code>anglecurate pilot</code>)</h2>'

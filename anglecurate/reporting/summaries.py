@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scoring.ranking import floats  # noqa: F401 (re-exported for the report)
 
 MAX_CATEGORIES = 24  # boxes drawn in a by-column figure; rarer values fold into "(other)"

@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from anglecurate.errors import UserError
-from anglecurate.evidence.stats import spearman
-from anglecurate.lock import exclusive_writer
+from anglecurate.base.errors import UserError
 from anglecurate.reporting import figures as fig
 from anglecurate.reporting.page import CAPTIONS, ENDS, primary_target, render
 from anglecurate.reporting.pilot_section import copy_figure, find_pilot, read_pilot
 from anglecurate.reporting.summaries import MAX_CATEGORIES, floats, is_categorical, layer_stats
+from anglecurate.stats.correlation import spearman
+from anglecurate.storage.lock import exclusive_writer
 
 DEFAULT_SAMPLE = 20_000
 

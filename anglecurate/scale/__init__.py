@@ -1,6 +1,6 @@
 """Scale-out: the same scoring run spread over processes, devices or a Ray cluster.
 
-shard     pure: which rows a process scores (a stable hash of the uid mod N)
-launch    ``--devices``: one child process per local device, no collectives
+launch    ``--devices``: one child process per local device, no collectives (each
+          scores a shard, :mod:`anglecurate.data.shard`)
 cluster   ``--engine ray``: chunks spread over a Ray actor pool
 """

@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import time
 
-from anglecurate.errors import UserError
-from anglecurate.lock import exclusive_writer
-from anglecurate.progress import ScoreProgress
+from anglecurate.base.errors import UserError
+from anglecurate.base.progress import RowProgress
 from anglecurate.scoring.config import ScoreConfig
-from anglecurate.scoring.merge import ScoreResult, complete, run_timing
+from anglecurate.scoring.merge import complete
+from anglecurate.scoring.result import ScoreResult, run_timing
 from anglecurate.scoring.store import OutputDir
+from anglecurate.storage.lock import exclusive_writer
 
 
 class ChunkScorer:
@@ -59,7 +60,7 @@ class ChunkScorer:
             skip = set(range(n_chunks)) - {index}
             ((_, frame),) = self.p.dataset.iter_chunks(self.cfg.chunk_rows, skip=skip)
             scored, n_tokens, n_rows = score_chunk(
-                index, frame, self.cfg, self.p, self.capture, ScoreProgress(enabled=False)
+                index, frame, self.cfg, self.p, self.capture, RowProgress(enabled=False)
             )
             self.out.write_chunk(index, scored, self.cfg.shard.tag)
             rows.append(frame.height)
@@ -69,7 +70,7 @@ class ChunkScorer:
 
 
 def score_on_ray(
-    cfg: ScoreConfig, num_workers: int, address: str | None = None, progress: ScoreProgress | None = None
+    cfg: ScoreConfig, num_workers: int, address: str | None = None, progress: RowProgress | None = None
 ) -> ScoreResult:
     """Score ``cfg`` with ``num_workers`` Ray actors; resumes like the local engine."""
     try:
@@ -78,14 +79,14 @@ def score_on_ray(
         raise UserError("--engine ray needs Ray: pip install 'anglecurate[ray]'") from None
     if num_workers < 1:
         raise UserError("--num-workers must be at least 1")
-    progress = progress or ScoreProgress(enabled=False)
+    progress = progress or RowProgress(enabled=False)
     out = OutputDir(cfg.out)
     with exclusive_writer(out.root, lock=cfg.shard.whole):
         return _score_on_ray(ray, cfg, out, num_workers, address, progress)
 
 
 def _score_on_ray(ray, cfg: ScoreConfig, out: OutputDir, num_workers, address, progress) -> ScoreResult:
-    from anglecurate.manifest import device_info
+    from anglecurate.scoring.manifest import device_info
     from anglecurate.scoring.pipeline import open_run, start_run
 
     p, finished = open_run(cfg, out)

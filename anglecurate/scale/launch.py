@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 
 
 def parse_devices(spec: str) -> list[str]:

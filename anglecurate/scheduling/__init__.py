@@ -7,7 +7,7 @@ export       the trainers' files: rows in feed order for TRL, verl, OpenRLHF and
              that read data in order; difficulty fields for AdaRFT and Trinity-RFT
 curriculum   the closed loop inside a trainer, shared by the adapters
 train_angle  the training-time angle, measured in the trainer's loss forward (hooks)
-trl, verl    thin trainer adapters (public paths: ``anglecurate.trl``,
-verl_dataset ``anglecurate.verl``, as training scripts and verl configs name them): verl's
-             sampler for verl 0.5 to 0.7, its dataset class for verl 0.7 to 0.9
+trl          the TRL adapter (public path ``anglecurate.trl``)
+verl         verl's sampler, for verl 0.5 to 0.7 (public path ``anglecurate.verl``)
+verl_dataset  verl's dataset class, for verl 0.7 to 0.9 (also ``anglecurate.verl``)
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scheduling.epochs import load_schedule, open_loop_move
 from anglecurate.scheduling.sampler import GaussianSampler, SamplerParams
 

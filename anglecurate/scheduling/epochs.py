@@ -27,11 +27,12 @@ from pathlib import Path
 
 import polars as pl
 
-from anglecurate.errors import UserError
-from anglecurate.lock import exclusive_writer
+from anglecurate.base.errors import UserError
 from anglecurate.scheduling.sampler import GaussianSampler, SamplerParams
 from anglecurate.scoring.ranking import RankChoice
-from anglecurate.scoring.store import OutputDir, atomic_write, atomic_write_json, atomic_write_parquet
+from anglecurate.scoring.store import OutputDir
+from anglecurate.storage.atomic import atomic_write, atomic_write_json, atomic_write_parquet
+from anglecurate.storage.lock import exclusive_writer
 
 SCHEDULE_FILE = "schedule.parquet"
 STATE_FILE = "state.json"

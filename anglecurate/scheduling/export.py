@@ -35,15 +35,10 @@ from pathlib import Path
 
 import polars as pl
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scoring.prompt import PromptConfig, build_conversation
-from anglecurate.scoring.store import (
-    SCORE_COLUMNS,
-    OutputDir,
-    atomic_write,
-    atomic_write_json,
-    atomic_write_parquet,
-)
+from anglecurate.scoring.store import SCORE_COLUMNS, OutputDir
+from anglecurate.storage.atomic import atomic_write, atomic_write_json, atomic_write_parquet
 
 ROWS_FILE = "rows.parquet"
 TRL_FILE = "trl.parquet"

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 
 # The GAIN-RL authors tuned their defaults on MATH's training split.
 AUTHORS_ROWS = 7500

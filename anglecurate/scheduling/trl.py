@@ -34,7 +34,7 @@ try:
 except ImportError as exc:  # an optional extra: say which
     raise ImportError("anglecurate.trl needs TRL: pip install 'anglecurate[trl]'") from exc
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scheduling.curriculum import Curriculum
 from anglecurate.scheduling.train_angle import AngleMeter
 

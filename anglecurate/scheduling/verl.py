@@ -29,7 +29,7 @@ except ImportError as exc:  # verl 0.8 removed data.sampler; before 0.5 it did n
         "on verl 0.8 and later use data.custom_cls.name=GainRLDataset (docs/schedule.md)"
     ) from exc
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scheduling.curriculum import Curriculum
 
 

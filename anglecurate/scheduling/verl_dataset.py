@@ -47,10 +47,10 @@ try:
 except ImportError as exc:  # verl is not a dependency of anglecurate: say which
     raise ImportError("anglecurate.verl.GainRLDataset needs verl 0.7 to 0.9 (pip install verl)") from exc
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scheduling.curriculum import Curriculum
 from anglecurate.scheduling.epochs import SCHEDULE_FILE
-from anglecurate.scoring.store import atomic_write_json
+from anglecurate.storage.atomic import atomic_write_json
 
 log = logging.getLogger("anglecurate")
 

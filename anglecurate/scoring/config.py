@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from anglecurate.errors import UserError
-from anglecurate.scale.shard import Shard
+from anglecurate.base.errors import UserError
+from anglecurate.data.shard import Shard
 from anglecurate.scoring.ranking import RankChoice, resolve_layer
 
 # Attention kernels transformers can run packed batches with: sdpa and eager with a

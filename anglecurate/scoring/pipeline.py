@@ -5,7 +5,8 @@
     segments -> token ids + segment spans  (anglecurate.scoring.segments)
     batching -> padded length buckets      (anglecurate.scoring.batching)
     capture  -> per-layer c_intra, c_inter (anglecurate.scoring.capture, anglecurate.scoring.angles)
-    store    -> chunk files, global ranking, manifest (anglecurate.scoring.store)
+    store    -> chunk files in OUT, resume     (anglecurate.scoring.store)
+    merge    -> global ranking, manifest       (anglecurate.scoring.merge)
 
 Options, the data file and its columns, the model config, the tokenizer and the output
 folder are all checked before the weights load, and nothing in ``OUT`` is touched before
@@ -22,10 +23,10 @@ import numpy as np
 import polars as pl
 import torch
 
+from anglecurate.base.errors import UserError
+from anglecurate.base.progress import RowProgress
 from anglecurate.data.dataset import Dataset, open_dataset, prompt_kind
-from anglecurate.errors import UserError
-from anglecurate.lock import exclusive_writer
-from anglecurate.manifest import device_info, same_run
+from anglecurate.data.shard import Shard
 from anglecurate.model.layers import LoadedModel
 from anglecurate.model.load import (
     DTYPE_NAMES,
@@ -42,13 +43,12 @@ from anglecurate.model.load import (
 from anglecurate.model.load import (
     num_layers as model_num_layers,
 )
-from anglecurate.progress import ScoreProgress
-from anglecurate.scale.shard import Shard
 from anglecurate.scoring.batching import collate, collate_packed, plan_batches, plan_packed
 from anglecurate.scoring.capture import AngleCapture, angle_capture
 from anglecurate.scoring.config import ScoreConfig, batch_budget, parse_layers
 from anglecurate.scoring.gainrl_reference import ReferenceSpec
-from anglecurate.scoring.merge import ScoreResult, complete, rerank, run_timing
+from anglecurate.scoring.manifest import changed_keys, device_info
+from anglecurate.scoring.merge import complete
 from anglecurate.scoring.prompt import (
     BUILTIN_TEMPLATES,
     InvalidRow,
@@ -59,8 +59,11 @@ from anglecurate.scoring.prompt import (
     read_chat_template,
 )
 from anglecurate.scoring.ranking import RankChoice
+from anglecurate.scoring.rerank import rerank
+from anglecurate.scoring.result import ScoreResult, run_timing
 from anglecurate.scoring.segments import Segmented, Segmenter, SkipReason, truncate
 from anglecurate.scoring.store import RESERVED_COLUMNS, ROW, SCORED, STATUS, OutputDir
+from anglecurate.storage.lock import exclusive_writer
 
 
 @dataclass
@@ -178,7 +181,7 @@ def _layer_choice(cfg: ScoreConfig, layers: list[int], num_layers: int):
     run = {
         "layers": layers,
         # The authors' value is computed while scoring (it needs every token), so its layer
-        # and P, S are scoring options; the ranking choice is not (see same_run).
+        # and P, S are scoring options; the ranking choice is not (see changed_keys).
         "reference": None
         if reference is None
         else {"layer": reference.layer, "prefix": cfg.ref_prefix, "suffix": cfg.ref_suffix},
@@ -196,18 +199,18 @@ def _data_origin(dataset: Dataset) -> dict:
     return {"origin": origin}
 
 
-def score(cfg: ScoreConfig, progress: ScoreProgress | None = None) -> ScoreResult:
+def score(cfg: ScoreConfig, progress: RowProgress | None = None) -> ScoreResult:
     """Score ``cfg.data`` with ``cfg.model`` into ``cfg.out``; resumes an unfinished run.
 
     With ``cfg.shard`` = i/N only shard i's rows are scored; the shard that completes the
     set builds the global ranking (see :func:`merge`)."""
-    progress = progress or ScoreProgress(enabled=False)
+    progress = progress or RowProgress(enabled=False)
     out = OutputDir(cfg.out)
     with exclusive_writer(out.root, lock=cfg.shard.whole):  # shards share OUT by design
         return _score(cfg, out, progress)
 
 
-def _score(cfg: ScoreConfig, out: OutputDir, progress: ScoreProgress) -> ScoreResult:
+def _score(cfg: ScoreConfig, out: OutputDir, progress: RowProgress) -> ScoreResult:
     p, finished = open_run(cfg, out)
     if finished is not None:
         return finished
@@ -263,7 +266,9 @@ def open_run(cfg: ScoreConfig, out: OutputDir) -> tuple[_Plan, ScoreResult | Non
         expected = {**p.run, "model": _with_ffn(p.run["model"], ffn, num)}
         if follows:
             expected["layers"] = [max(ffn)] if cfg.layers.strip().lower() == "last" else ffn
-        _refuse_changed(out, [k for k in same_run(previous, expected) if not (follows and k == "reference")])
+        _refuse_changed(
+            out, [k for k in changed_keys(previous, expected) if not (follows and k == "reference")]
+        )
         manifest = out.read_manifest()
         if manifest is not None:
             out.cleanup_finished()
@@ -326,7 +331,7 @@ def check_previous(cfg: ScoreConfig, p: _Plan, out: OutputDir) -> None:
     """After :func:`settle_layers`: an unfinished run in ``out`` must match in its layers too."""
     previous = out.previous_run()
     if previous is not None and not cfg.overwrite:
-        _refuse_changed(out, same_run(previous, p.run))
+        _refuse_changed(out, changed_keys(previous, p.run))
 
 
 def _refuse_changed(out: OutputDir, changed: list[str]) -> None:
@@ -355,7 +360,7 @@ def score_chunk(
     cfg: ScoreConfig,
     p: _Plan,
     capture: AngleCapture,
-    progress: ScoreProgress,
+    progress: RowProgress,
 ) -> tuple[pl.DataFrame, int, int]:
     """Score this shard's rows of chunk ``index``: (chunk file frame, tokens, rows scored)."""
     rows = np.arange(index * cfg.chunk_rows, index * cfg.chunk_rows + frame.height)
@@ -413,7 +418,7 @@ def _score_chunk(
     cfg: ScoreConfig,
     p: _Plan,
     capture: AngleCapture,
-    progress: ScoreProgress,
+    progress: RowProgress,
 ) -> tuple[pl.DataFrame, int]:
     """Score one chunk of rows; returns the chunk with score columns and its token count."""
     n = frame.height

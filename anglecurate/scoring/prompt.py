@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 
 # Private-use code points: no template trims, escapes or case-folds them.
 SENTINEL = "\ue000anglecurate-question\ue001"

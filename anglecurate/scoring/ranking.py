@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import polars as pl
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 
 METRICS = ("angles", "gainrl-reference")
 NAN_POLICIES = ("last", "drop", "first")
@@ -123,7 +123,7 @@ def rank_keys(keys: pl.DataFrame, choice: RankChoice) -> tuple[pl.DataFrame, dic
             score = score + choice.w_intra * c_intra
         if choice.w_inter:
             score = score + choice.w_inter * c_inter
-    from anglecurate.evidence.stats import isotonic_residuals  # scipy: loaded only when ranking
+    from anglecurate.stats.isotonic import isotonic_residuals  # scipy: loaded only when ranking
 
     residual, fit = isotonic_residuals(score, keys["n_question"].to_numpy().astype(np.float64))
     by = residual if choice.length_control else score

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scoring.prompt import RenderedPrompt
 
 

@@ -23,8 +23,6 @@ parts the same way and swaps the new ranking in atomically (see :meth:`OutputDir
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
 from collections.abc import Iterable
@@ -34,10 +32,11 @@ from pathlib import Path
 
 import polars as pl
 
-from anglecurate.errors import UserError
-from anglecurate.faults import storage_error, storage_errors
-from anglecurate.lock import LOCK_NAME
+from anglecurate.base.errors import UserError
 from anglecurate.scoring.ranking import RANK_COLUMNS, ROW, RankChoice, key_columns, rank_keys
+from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet, read_json, write_parquet
+from anglecurate.storage.faults import storage_errors
+from anglecurate.storage.lock import LOCK_NAME
 
 # Columns every ranked row carries before the dataset's own columns, in this order.
 SCORE_COLUMNS = (
@@ -69,52 +68,6 @@ class MergeInProgress(UserError):
 
 
 RESERVED_COLUMNS = frozenset(SCORE_COLUMNS) | {SKIP_COLUMN, ROW, STATUS}
-
-
-def write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path``; a storage fault is one line naming ``path``, and the
-    partial file is removed."""
-    try:
-        frame.write_parquet(path)
-    except BaseException as exc:
-        _remove(path)
-        _raise_storage_error(exc, path)
-        raise
-
-
-def atomic_write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    atomic_write(path, lambda tmp: frame.write_parquet(tmp))
-
-
-def atomic_write_json(data: dict, path: Path) -> None:
-    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary name and rename it into place: readers see the old file or
-    the new one, never half of one. ``write(tmp)`` writes the file at ``tmp``. On any
-    failure (a full disk, Ctrl-C) the temporary file is removed, and a storage fault becomes
-    one line naming ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        _remove(tmp)
-        _raise_storage_error(exc, path)
-        raise
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):  # a read-only folder holds no partial file to remove
-        path.unlink(missing_ok=True)
-
-
-def _raise_storage_error(exc: BaseException, path: Path) -> None:
-    err = storage_error(exc, path, exact=True)
-    if err is not None:
-        raise err from exc
 
 
 @dataclass(frozen=True)
@@ -163,7 +116,7 @@ class OutputDir:
     # -- state -----------------------------------------------------------------------------
     def read_manifest(self) -> dict | None:
         self.recover()
-        return _read_json(self.manifest_path)
+        return read_json(self.manifest_path)
 
     def ranked_parts(self) -> tuple[dict, list[Path]]:
         """The finished run's manifest and its ranked part files, in rank order."""
@@ -181,7 +134,7 @@ class OutputDir:
 
     def previous_run(self) -> dict | None:
         """Options of the run this folder holds, finished or not; None for a fresh folder."""
-        run = _read_json(self.run_path)
+        run = read_json(self.run_path)
         if run is not None:
             return run
         manifest = self.read_manifest()
@@ -209,7 +162,7 @@ class OutputDir:
     def shard_markers(self) -> dict[str, dict]:
         if not self.shard_dir.is_dir():
             return {}
-        return {p.stem: _read_json(p) for p in self.shard_dir.glob("*.json")}
+        return {p.stem: read_json(p) for p in self.shard_dir.glob("*.json")}
 
     def write_shard_marker(self, tag: str, info: dict) -> None:
         self.shard_dir.mkdir(parents=True, exist_ok=True)
@@ -373,7 +326,7 @@ class OutputDir:
 
     def _apply(self, stage: Path) -> None:
         """Idempotent: every step checks whether it already happened."""
-        plan = _read_json(stage / COMMIT)
+        plan = read_json(stage / COMMIT)
         new_ranked, ranked = stage / "ranked", self.root / "ranked"
         if new_ranked.exists():
             if ranked.exists():
@@ -396,12 +349,3 @@ def _as_chunk(lazy: pl.LazyFrame, from_chunks: bool) -> pl.LazyFrame:
         lazy = lazy.rename({"row_index": ROW}).with_columns(pl.lit(SCORED).alias(STATUS))
     names = lazy.collect_schema().names()
     return lazy.drop([c for c in (*RANK_COLUMNS, "row_index") if c in names])
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is unreadable ({exc}); remove it or use --overwrite") from exc

@@ -159,7 +159,7 @@ def test_foreign_output_folder_is_left_alone(monkeypatch, capsys, tiny_model_dir
 
 
 def test_debug_env_shows_traceback(monkeypatch, capsys, tmp_path):
-    from anglecurate.errors import UserError
+    from anglecurate.base.errors import UserError
 
     monkeypatch.setenv("ANGLECURATE_DEBUG", "1")
     with pytest.raises(UserError):

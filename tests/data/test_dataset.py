@@ -8,8 +8,8 @@ import json
 import polars as pl
 import pytest
 
+from anglecurate.base.errors import UserError
 from anglecurate.data.dataset import open_dataset, prompt_kind
-from anglecurate.errors import UserError
 
 from ..conftest import shared_file
 

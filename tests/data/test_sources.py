@@ -9,8 +9,8 @@ import json
 import polars as pl
 import pytest
 
+from anglecurate.base.errors import UserError
 from anglecurate.data.dataset import open_dataset
-from anglecurate.errors import UserError
 
 from ..conftest import shared_file
 

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 import torch
 
-from anglecurate.answers import last_boxed
 from anglecurate.evidence import analysis, gradients
 from anglecurate.evidence.validate import ValidateConfig, run_validation
 from anglecurate.model.load import load_config, load_model, resolve_source
+from anglecurate.rewards.answers import last_boxed
 
 from ..helpers import run_cli
 

@@ -13,7 +13,7 @@ import torch
 import transformers
 from transformers import AutoModel
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scoring.angles.unit_sums import naive_angles
 from anglecurate.scoring.config import ScoreConfig
 from anglecurate.scoring.pipeline import plan, prepare_rows, score

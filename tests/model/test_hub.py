@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.model.load import has_chat_template, resolve_source
 
 from ..helpers import read_ranked, run_cli

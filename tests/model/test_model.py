@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.model.load import load_config, load_model, resolve_dtype, resolve_source
 from anglecurate.scoring.config import parse_layers
 from anglecurate.scoring.ranking import RankChoice

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from anglecurate.data.arithmetic import generate
 from anglecurate.pilot.arms import Order, curriculum_for, length_order
-from anglecurate.pilot.rewards import number_reward
+from anglecurate.rewards.registry import number_reward
+from anglecurate.sources.arithmetic import generate
 
 
 class WordTokenizer:

@@ -21,11 +21,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from anglecurate.errors import UserError
-from anglecurate.evidence.stats import spearman
+from anglecurate.base.errors import UserError
 from anglecurate.reporting import figures, summaries
 from anglecurate.reporting.page import EXCERPT, prompt_text
 from anglecurate.reporting.write import write_report
+from anglecurate.stats.correlation import spearman
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SYSTEM_SENTINEL = "SYSTEM-SENTINEL please reason step by step"

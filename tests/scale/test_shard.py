@@ -11,8 +11,8 @@ import sys
 import polars as pl
 import pytest
 
-from anglecurate.errors import UserError
-from anglecurate.scale.shard import Shard, launcher_shard, parse_shard
+from anglecurate.base.errors import UserError
+from anglecurate.data.shard import Shard, launcher_shard, parse_shard
 from anglecurate.scoring.config import ScoreConfig
 from anglecurate.scoring.merge import merge
 from anglecurate.scoring.pipeline import score

@@ -8,7 +8,7 @@ import math
 import polars as pl
 import pytest
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scheduling.curriculum import Curriculum
 from anglecurate.scheduling.epochs import ScheduleConfig, create_schedule
 from anglecurate.scheduling.sampler import GaussianSampler, SamplerParams

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scheduling.sampler import GaussianSampler, SamplerParams
 
 

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scheduling.epochs import ScheduleConfig, create_schedule, update_schedule
 
 from ..helpers import read_ranked, run_cli

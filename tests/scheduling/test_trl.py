@@ -124,9 +124,9 @@ def test_smollm2_trains_on_the_schedule_of_its_own_ranking(tmp_path):
     """The real model end to end: score 8 MATH rows (verl layout), schedule, GRPO steps."""
     from transformers import AutoModelForCausalLM
 
-    from anglecurate.builtin import resolve_builtin_model
     from anglecurate.scoring.config import ScoreConfig
     from anglecurate.scoring.pipeline import score
+    from anglecurate.sources.builtin import resolve_builtin_model
 
     from ..conftest import shared_file
 

@@ -19,7 +19,7 @@ from verl import DataProto  # noqa: E402
 from verl.trainer.main_ppo import create_rl_sampler  # noqa: E402
 from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn  # noqa: E402
 
-from anglecurate.errors import UserError  # noqa: E402
+from anglecurate.base.errors import UserError  # noqa: E402
 from anglecurate.scheduling.epochs import ScheduleConfig, create_schedule  # noqa: E402
 from anglecurate.scheduling.sampler import GaussianSampler, SamplerParams  # noqa: E402
 

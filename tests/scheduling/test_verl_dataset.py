@@ -32,7 +32,7 @@ try:  # verl 0.9 moved the factories out of main_ppo
 except ImportError:
     from verl.trainer.main_ppo import create_rl_dataset, create_rl_sampler  # noqa: E402
 
-from anglecurate.errors import UserError  # noqa: E402
+from anglecurate.base.errors import UserError  # noqa: E402
 from anglecurate.scheduling.epochs import ScheduleConfig, create_schedule  # noqa: E402
 from anglecurate.scheduling.sampler import GaussianSampler, SamplerParams  # noqa: E402
 from anglecurate.scheduling.verl_dataset import RECEIPT_FILE, GainRLDataset  # noqa: E402

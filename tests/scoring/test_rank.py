@@ -11,12 +11,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from anglecurate.evidence.stats import isotonic_residuals
 from anglecurate.scoring.config import ScoreConfig
-from anglecurate.scoring.merge import rerank
 from anglecurate.scoring.pipeline import score
 from anglecurate.scoring.ranking import RankChoice
+from anglecurate.scoring.rerank import rerank
 from anglecurate.scoring.store import OutputDir
+from anglecurate.stats.isotonic import isotonic_residuals
 
 from ..helpers import batch1_mlp_inputs, read_ranked, run_cli
 from .test_gainrl_reference import naive

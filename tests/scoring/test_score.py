@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scoring.config import ScoreConfig
 from anglecurate.scoring.pipeline import score
 from anglecurate.scoring.store import SCORE_COLUMNS, OutputDir
@@ -91,7 +91,7 @@ def test_resume_after_interruption_equals_clean_run(tiny_model_dir, math_json, t
 
 
 def test_rerun_with_other_options_is_refused_unless_overwrite(tiny_model_dir, math_json, tmp_path):
-    from anglecurate.errors import UserError
+    from anglecurate.base.errors import UserError
 
     out = tmp_path / "out"
     score(_cfg(tiny_model_dir, math_json, out, field="problem"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 from anglecurate.scoring.prompt import (
     InvalidRow,
     PromptConfig,

@@ -27,6 +27,9 @@ Three implementations of the same reduction, one dispatch point (``dispatch.redu
 ``naive_angles`` is the float64 O(L^2) reference all of them are tested against.
 ``ANGLECURATE_KERNEL=torch|triton`` overrides the choice (tests force either).
 
-Modules: ``unit_sums`` (the PyTorch paths and the float64 reference), ``kernel`` (Triton;
-imports only the shared constant from ``unit_sums``), ``dispatch`` (picks the path).
+Modules:
+
+    unit_sums  the PyTorch paths and the float64 reference
+    kernel     Triton; imports only the shared constant from ``unit_sums``
+    dispatch   the one point that picks the path
 """

@@ -9,9 +9,13 @@ folder and the commit it holds, which the manifest records.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from anglecurate.errors import UserError, first_line
+from anglecurate.base.errors import UserError, first_line
+
+# A hub repository id, ``org/name``: what `--model` and `--data` try after a local path.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # What scoring needs from a model repository: config, tokenizer, chat template, weights.
 MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.jinja", "tokenizer*"]

@@ -28,8 +28,9 @@ class _RateColumn(ProgressColumn):
         return Text(f"{rows:,.1f} rows/s  {tokens:,.0f} tok/s", style="progress.data.speed")
 
 
-class ScoreProgress:
-    """Context manager; ``advance(rows, tokens)`` after each batch."""
+class RowProgress:
+    """The bar of any row-by-row command (score, validate, a pilot's scoring): a context
+    manager; ``advance(rows, tokens)`` after each batch."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
@@ -37,7 +38,7 @@ class ScoreProgress:
         self._task = None
         self._tokens = 0
 
-    def __enter__(self) -> ScoreProgress:
+    def __enter__(self) -> RowProgress:
         if self.enabled:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),

@@ -1,6 +1,6 @@
 """Final answers: extract them from model text and compare them with a reference.
 
-Pure string functions shared by the pilot's rewards (:mod:`anglecurate.pilot.rewards`) and
+Pure string functions shared by the pilot's rewards (:mod:`anglecurate.rewards.registry`) and
 validate's RL-style target (:mod:`anglecurate.evidence.gradients`), so training, held-out
 evaluation and validation grade an answer alike.
 

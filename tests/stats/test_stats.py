@@ -1,4 +1,5 @@
-"""Tests for anglecurate.evidence.stats: checked against scipy and closed forms on fixed inputs."""
+"""Tests for anglecurate.stats (correlation, sampling, isotonic): checked against scipy
+and closed forms on fixed inputs."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from anglecurate.evidence import stats as st
+from anglecurate.stats import correlation as st
+from anglecurate.stats import isotonic, sampling
 
 
 def _correlated(n: int, rho: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -244,33 +246,33 @@ def test_max_stat_nan_and_constant_features():
 def test_split_halves_balanced_and_pairs_split():
     rng = np.random.default_rng(14)
     ranks = rng.choice(100_000, size=101, replace=False)
-    mask = st.split_halves(ranks, seed=0)
+    mask = sampling.split_halves(ranks, seed=0)
     assert mask.dtype == bool and mask.shape == (101,)
     assert abs(int(mask.sum()) - int((~mask).sum())) <= 1
     by_rank = mask[np.argsort(ranks)]
     pairs = by_rank[:100].reshape(50, 2)
     assert np.all(pairs[:, 0] != pairs[:, 1])
     assert 10 < pairs[:, 0].sum() < 40  # random order within pairs, not a fixed pattern
-    np.testing.assert_array_equal(mask, st.split_halves(ranks, seed=0))
-    assert not np.array_equal(mask, st.split_halves(ranks, seed=1))
+    np.testing.assert_array_equal(mask, sampling.split_halves(ranks, seed=0))
+    assert not np.array_equal(mask, sampling.split_halves(ranks, seed=1))
     # The odd one out lands in either half depending on the seed.
     last = np.argmax(ranks)
-    assert {bool(st.split_halves(ranks, seed=s)[last]) for s in range(20)} == {True, False}
+    assert {bool(sampling.split_halves(ranks, seed=s)[last]) for s in range(20)} == {True, False}
 
 
 def test_stratified_sample_one_per_stratum():
     n_rows, n = 1000, 37
-    got = st.stratified_sample(n_rows, n, seed=0)
+    got = sampling.stratified_sample(n_rows, n, seed=0)
     assert got.dtype == np.int64 and got.shape == (n,)
     assert np.all(np.diff(got) > 0)  # sorted and distinct
     bounds = [(i * n_rows) // n for i in range(n + 1)]
     for i, pos in enumerate(got):
         assert bounds[i] <= pos < bounds[i + 1]
-    np.testing.assert_array_equal(got, st.stratified_sample(n_rows, n, seed=0))
-    assert not np.array_equal(got, st.stratified_sample(n_rows, n, seed=1))
+    np.testing.assert_array_equal(got, sampling.stratified_sample(n_rows, n, seed=0))
+    assert not np.array_equal(got, sampling.stratified_sample(n_rows, n, seed=1))
     # Uniform within a stratum: both ends of stratum 0 ([0, 3)) get drawn across seeds.
-    assert {int(st.stratified_sample(10, 3, seed=s)[0]) for s in range(40)} == {0, 1, 2}
-    np.testing.assert_array_equal(st.stratified_sample(5, 9, seed=0), np.arange(5))
+    assert {int(sampling.stratified_sample(10, 3, seed=s)[0]) for s in range(40)} == {0, 1, 2}
+    np.testing.assert_array_equal(sampling.stratified_sample(5, 9, seed=0), np.arange(5))
 
 
 # --- isotonic_residuals -------------------------------------------------------------------
@@ -280,7 +282,7 @@ def test_isotonic_decreasing_fit():
     rng = np.random.default_rng(15)
     lengths = rng.integers(10, 500, size=300)  # repeats: ties
     values = 100.0 / lengths + 0.01 * rng.standard_normal(300)
-    resid, info = st.isotonic_residuals(values, lengths)
+    resid, info = isotonic.isotonic_residuals(values, lengths)
     assert info["direction"] == "decreasing" and info["n"] == 300 and info["r2"] > 0.9
     fit = values - resid
     order = np.argsort(lengths, kind="stable")
@@ -299,14 +301,14 @@ def test_isotonic_decreasing_fit():
 def test_isotonic_increasing_nan_and_degenerate():
     lengths = np.array([1, 2, 2, 3, 4, 5, 6])
     values = np.array([0.0, 1.0, 3.0, np.nan, 2.5, 4.0, 5.0])
-    resid, info = st.isotonic_residuals(values, lengths)
+    resid, info = isotonic.isotonic_residuals(values, lengths)
     assert info["direction"] == "increasing" and info["n"] == 6
     assert np.isnan(resid[3]) and np.isfinite(np.delete(resid, 3)).all()
     fit = values - resid
     # lengths 2 (mean 2.0) and 4 (2.5) are in order; length 2's two rows share 2.0.
     np.testing.assert_allclose(np.delete(fit, 3), [0.0, 2.0, 2.0, 2.5, 4.0, 5.0], atol=1e-12)
-    one, info = st.isotonic_residuals(np.array([np.nan, 3.0]), np.array([1, 2]))
+    one, info = isotonic.isotonic_residuals(np.array([np.nan, 3.0]), np.array([1, 2]))
     assert info["direction"] == "none" and info["n"] == 1
     assert np.isnan(one[0]) and one[1] == 0.0
-    flat, info = st.isotonic_residuals(np.full(4, 2.0), np.arange(4))
+    flat, info = isotonic.isotonic_residuals(np.full(4, 2.0), np.arange(4))
     assert info["r2"] == 0.0 and np.all(flat == 0.0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from anglecurate.answers import last_boxed, normalize_answer
-from anglecurate.errors import UserError
-from anglecurate.pilot.rewards import (
+from anglecurate.base.errors import UserError
+from anglecurate.rewards.answers import last_boxed, normalize_answer
+from anglecurate.rewards.registry import (
     boxed_reward,
     number_reward,
     resolve_reward,

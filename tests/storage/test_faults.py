@@ -16,10 +16,10 @@ import time
 import polars as pl
 import pytest
 
-from anglecurate.lock import LOCK_NAME
 from anglecurate.scoring.store import OutputDir
+from anglecurate.storage.lock import LOCK_NAME
 
-from .helpers import read_ranked, run_cli
+from ..helpers import read_ranked, run_cli
 
 ROWS = 240
 CHUNK = 24
@@ -94,7 +94,9 @@ def test_a_second_score_into_the_same_folder_is_refused_at_once(tiny_model_dir, 
 
 
 def test_rank_and_validate_wait_their_turn_too(ranking, monkeypatch, capsys):
-    hold = "import sys, time\nfrom anglecurate.lock import folder_lock\nwith folder_lock(sys.argv[1]):\n"
+    hold = (
+        "import sys, time\nfrom anglecurate.storage.lock import folder_lock\nwith folder_lock(sys.argv[1]):\n"
+    )
     hold += "    print('held', flush=True)\n    time.sleep(60)\n"
     holder = subprocess.Popen([sys.executable, "-c", hold, str(ranking)], stdout=subprocess.PIPE, text=True)
     try:

@@ -1,4 +1,4 @@
-"""Rank statistics for ``anglecurate validate``: does a per-prompt feature predict a target?
+"""Rank correlations: does a per-prompt feature predict a per-prompt target?
 
 ``validate`` asks whether a feature (angle concentration of the hidden states at one layer,
 one of ~90 layer x statistic candidates) predicts a per-prompt target (say the gradient norm
@@ -15,14 +15,6 @@ the feature nor the target has a meaningful scale and both have heavy tails:
   permutation distribution of the *maximum* over all candidates controls the family-wise
   error rate exactly under the null of exchangeable targets, whatever the (strong)
   correlation between neighbouring layers - Bonferroni would be needlessly conservative there.
-- ``split_halves``: choose the best layer on one half and report it on the other, so the
-  reported rho is not the one that won the selection. Pairs of neighbours in the global
-  ranking are split so both halves span the whole ranking.
-- ``stratified_sample``: which prompts to sample from a ranked dataset - one per equal-width
-  stratum, so the sample covers the ranking evenly instead of clustering by chance.
-- ``isotonic_residuals``: a score "beyond what length explains": the residual of a monotone
-  least-squares fit of the score on prompt length (no parametric form is assumed).
-
 NaN means missing: pairs (rows) with NaN in any input of a computation are dropped from it.
 Randomness comes from ``np.random.Generator`` built from an int seed, so results are
 deterministic for a seed.
@@ -34,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import stats
 
 # Permutations are processed in blocks: bounded memory ([block, n] indices and [F, block]
 # correlations) whatever n_permutations, and the stream of draws does not depend on F.
@@ -207,75 +199,3 @@ def max_stat_pvalues(
         exceed += (null_max[None, :] >= threshold[:, None]).sum(axis=1)
     out[usable] = (1.0 + exceed) / (n_permutations + 1.0)
     return out
-
-
-def split_halves(ranks: np.ndarray, seed: int) -> np.ndarray:
-    """Boolean mask [n]: True = "choose" half, False = "hold-out" half, for ranks [n] int.
-
-    Sorted by rank, consecutive pairs are split one to each half at random (an odd last
-    element goes to a random half), so the halves differ in size by at most one and both
-    span the whole ranking.
-    """
-    ranks = np.asarray(ranks)
-    rng = np.random.default_rng(seed)
-    order = np.argsort(ranks, kind="stable")
-    n_pairs = order.size // 2
-    first = rng.random(n_pairs) < 0.5
-    mask = np.zeros(order.size, dtype=bool)
-    mask[order[0 : 2 * n_pairs : 2]] = first
-    mask[order[1 : 2 * n_pairs : 2]] = ~first
-    if order.size % 2:
-        mask[order[-1]] = rng.random() < 0.5
-    return mask
-
-
-def stratified_sample(n_rows: int, n: int, seed: int) -> np.ndarray:
-    """n distinct ranks in [0, n_rows), one uniform draw per stratum; sorted int64 [n].
-
-    Stratum i is [floor(i n_rows / n), floor((i + 1) n_rows / n)), never empty when
-    n < n_rows; all of range(n_rows) when n >= n_rows.
-    """
-    if n_rows < 0 or n < 0:
-        raise ValueError(f"n_rows and n must be >= 0, got {n_rows} and {n}")
-    if n >= n_rows:
-        return np.arange(n_rows, dtype=np.int64)
-    # Integer arithmetic: exact boundaries with no float rounding for large n_rows.
-    bounds = (np.arange(n + 1, dtype=np.int64) * n_rows) // n
-    rng = np.random.default_rng(seed)
-    return rng.integers(bounds[:-1], bounds[1:]).astype(np.int64)
-
-
-def isotonic_residuals(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Residuals [n] float64 of values [n] float after a monotone least-squares fit on lengths [n].
-
-    Both an increasing and a decreasing fit are tried; the one with the smaller squared error
-    wins (increasing on a tie). Rows of equal length share one fitted value: the fit is done
-    on the per-length means weighted by their counts, which is the same least-squares problem.
-    Residuals are NaN where the value (or length) is NaN. info: {"direction": "increasing" |
-    "decreasing" | "none", "r2": variance fraction explained (0.0 when values have none),
-    "n": rows used}. With fewer than 2 usable rows the residual is the value minus the mean
-    and direction is "none".
-    """
-    values = np.asarray(values, dtype=np.float64)
-    lengths = np.asarray(lengths, dtype=np.float64)
-    if values.shape != lengths.shape or values.ndim != 1:
-        raise ValueError(f"values and lengths must be 1-D of equal length: {values.shape}, {lengths.shape}")
-    keep = np.isfinite(values) & np.isfinite(lengths)
-    v = values[keep]
-    resid = np.full(values.shape, np.nan)
-    if v.size < 2:
-        resid[keep] = v - v.mean() if v.size else v
-        return resid, {"direction": "none", "r2": 0.0, "n": int(v.size)}
-    uniq, inv, counts = np.unique(lengths[keep], return_inverse=True, return_counts=True)
-    means = np.bincount(inv, weights=v) / counts
-    best: tuple[float, str, np.ndarray] | None = None
-    for direction in ("increasing", "decreasing"):
-        fit = optimize.isotonic_regression(means, weights=counts, increasing=direction == "increasing").x
-        sse = float(np.sum((v - fit[inv]) ** 2))
-        if best is None or sse < best[0]:
-            best = (sse, direction, fit)
-    sse, direction, fit = best
-    sst = float(np.sum((v - v.mean()) ** 2))
-    r2 = 1.0 - sse / sst if sst > 0 else 0.0
-    resid[keep] = v - fit[inv]
-    return resid, {"direction": direction, "r2": float(r2), "n": int(v.size)}

@@ -1,7 +1,7 @@
 """One writer per output folder: an exclusive lock that says who holds it.
 
 Every command that writes a folder (unsharded `score`, `rank`, `validate`, `report`,
-`schedule`) holds ``FOLDER/.anglecurate.lock`` for as long as it writes. A second writer is
+`schedule`) holds ``FOLDER/.anglecurate.storage.lock`` for as long as it writes. A second writer is
 refused at once, in one line naming the holder (pid, host, start time, command); sharded
 runs do not take it (their shards cooperate through their own markers).
 
@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from anglecurate.errors import UserError
-from anglecurate.faults import storage_errors
+from anglecurate.base.errors import UserError
+from anglecurate.storage.faults import storage_errors
 
-LOCK_NAME = ".anglecurate.lock"
+LOCK_NAME = ".anglecurate.storage.lock"
 HEARTBEAT_S = 15.0
 STALE_AFTER_S = 120.0
 

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from anglecurate.lock import LOCK_NAME, FolderBusy, folder_lock, read_holder
+from anglecurate.storage.lock import LOCK_NAME, FolderBusy, folder_lock, read_holder
 
 HOLD = """
 import sys, time
-from anglecurate.lock import folder_lock
+from anglecurate.storage.lock import folder_lock
 with folder_lock(sys.argv[1], command="anglecurate score --out X"):
     print("held", flush=True)
     time.sleep(60)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import torch
 
-import anglecurate
+from anglecurate.base import __version__
 
 SCORE_DEFINITION = (
     "metric angles: score = w_intra * c_intra + w_inter * c_inter at the ranking layer; c_intra is "
@@ -27,7 +27,7 @@ def versions() -> dict:
     import transformers
 
     return {
-        "anglecurate": anglecurate.__version__,
+        "anglecurate": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -49,7 +49,7 @@ def device_info(device: torch.device) -> dict:
 RANKING_KEYS = frozenset({"ranking"})
 
 
-def same_run(previous: dict, current: dict) -> list[str]:
+def changed_keys(previous: dict, current: dict) -> list[str]:
     """Top-level keys whose values differ (JSON-normalised), ranking options aside; empty
     when the runs match."""
     normal = json.loads(json.dumps(current, default=str))
@@ -62,7 +62,7 @@ def build_manifest(run: dict, ranking: dict, device: dict, timing: dict, counts:
     ``ranking``: the choice that ordered the rows, with its NaN count and length fit."""
     run = {k: v for k, v in run.items() if k != "ranking"}
     return {
-        "anglecurate_version": anglecurate.__version__,
+        "anglecurate_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": sys.argv,
         "score_definition": SCORE_DEFINITION,

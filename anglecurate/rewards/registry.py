@@ -16,8 +16,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from anglecurate.answers import boxed_match, number_match
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
+from anglecurate.rewards.answers import boxed_match, number_match
 
 BUILTIN_REWARDS = ("boxed", "number")
 

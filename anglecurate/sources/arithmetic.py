@@ -83,7 +83,7 @@ def cache_dir() -> Path:
 
 def arithmetic_file(rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> Path:
     """The generated JSONL file, written once (atomically) and reused."""
-    from anglecurate.scoring.store import atomic_write
+    from anglecurate.storage.atomic import atomic_write
 
     path = cache_dir() / f"arithmetic-v{VERSION}-seed{seed}-{rows}.jsonl"
     if not path.is_file():

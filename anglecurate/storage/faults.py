@@ -20,7 +20,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 
 RESUME = "rerun the same command to resume"
 

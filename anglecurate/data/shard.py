@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anglecurate.errors import UserError
+from anglecurate.base.errors import UserError
 
 
 @dataclass(frozen=True)
