@@ -82,7 +82,9 @@ def main() -> None:
     if args.packing:
         batches = [collate_packed([items[i] for i in b]) for b in plan_packed(lengths, p.batch_tokens)]
     else:
-        batches = [collate([items[i] for i in b], p.pad_id) for b in plan_batches(lengths, p.batch_tokens)]
+        batches = [
+            collate([items[i] for i in b], p.spec.pad_id) for b in plan_batches(lengths, p.batch_tokens)
+        ]
     n_tokens = sum(s.n_tokens for s in items)
 
     if args.shape:  # random weights, exact shapes: no download
@@ -97,10 +99,10 @@ def main() -> None:
     else:
         lm = (
             AutoModelForCausalLM.from_pretrained(
-                p.source.directory,
+                p.spec.source.directory,
                 dtype=p.dtype,
                 attn_implementation=args.attn_implementation,
-                **p.source.load_kwargs,
+                **p.spec.source.load_kwargs,
             )
             .eval()
             .to(p.device)

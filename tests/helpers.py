@@ -10,7 +10,6 @@ import polars as pl
 import pytest
 import torch
 
-from anglecurate.model.load import load_model
 from anglecurate.scoring.angles.unit_sums import naive_angles
 from anglecurate.scoring.config import ScoreConfig
 from anglecurate.scoring.pipeline import plan, prepare_rows
@@ -48,7 +47,7 @@ def batch1_mlp_inputs(cfg: ScoreConfig, rows: int):
     """Yield (uid, Segmented, {layer: [L, d] MLP input}, scored layers) for the first
     ``rows`` rows, one unpadded forward each."""
     p = plan(cfg)
-    model = load_model(p.source, p.model_config, torch.float32, torch.device("cpu"))
+    model = p.spec.load_model(torch.float32, torch.device("cpu"))
     frame = next(iter(p.dataset.iter_chunks(rows)))[1]
     uids, _, segmented = prepare_rows(frame, np.arange(frame.height), cfg, p)
     kept = {}

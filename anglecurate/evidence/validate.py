@@ -139,41 +139,15 @@ def _column(name: str) -> pl.Expr:
 def _measure(cfg: ValidateConfig, out: OutputDir, run: dict, rows: pl.DataFrame, progress) -> list[dict]:
     """One backward pass per sampled row (two with the RL target), resumable."""
     from anglecurate.evidence import gradients
-    from anglecurate.model.load import (
-        config_hash,
-        load_config,
-        load_model,
-        load_tokenizer,
-        resolve_device,
-        resolve_dtype,
-        resolve_source,
-    )
-    from anglecurate.scoring.prompt import (
-        PromptConfig,
-        PromptRenderer,
-        build_conversation,
-        read_chat_template,
-    )
-    from anglecurate.scoring.segments import Segmenter, SkipReason, truncate
+    from anglecurate.model.load import resolve_device, resolve_dtype
+    from anglecurate.scoring.segments import SkipReason, truncate
+    from anglecurate.scoring.spec import RunSpec
 
-    source = resolve_source(run["model"]["path"])
-    config = load_config(source)
-    if config_hash(config) != run["model"]["config_hash"]:
-        raise UserError(
-            f"the model at {source.path} is not the one that scored {out.root}; validate needs that model"
-        )
-    tokenizer = load_tokenizer(source)
-    template = cfg.chat_template or run["tokenizer"].get("chat_template")  # a built-in, by name
-    renderer = PromptRenderer(tokenizer, read_chat_template(template))
-    if renderer.template_hash != run["tokenizer"]["chat_template_hash"]:
-        raise UserError(
-            f"{out.root} was scored with another chat template; pass the same one with --chat-template"
-        )
-    prompt = PromptConfig.from_dict(run["prompt"])
-    segmenter = Segmenter(tokenizer)
+    spec = RunSpec.from_run(run, out.root, cfg.chat_template)
+    segmenter = spec.segmenter()
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, config, device)
-    model = load_model(source, config, dtype, device, causal_lm=True)
+    dtype = resolve_dtype(cfg.dtype, spec.config, device)
+    model = spec.load_model(dtype, device, causal_lm=True)
     lm = model.base
     probe = torch.tensor([[0, 1]], device=device)
     projections = gradients.mlp_input_projections(model.mlps, lambda: lm(input_ids=probe, use_cache=False))
@@ -190,19 +164,19 @@ def _measure(cfg: ValidateConfig, out: OutputDir, run: dict, rows: pl.DataFrame,
             results.append(done[key])
             continue
         t0 = time.perf_counter()
-        messages, q_index = build_conversation(row[field], prompt)
-        rendered = renderer.render(messages, q_index)
-        seg = truncate(segmenter([rendered])[0], run["max_length"], run["on_long"])
+        messages, rendered = spec.render(row[field])
+        seg = truncate(segmenter([rendered])[0], spec.max_length, spec.on_long)
         if isinstance(seg, SkipReason):  # cannot happen for a ranked row unless options changed
             raise UserError(f"row {row['uid']} no longer fits --max-length; rescore {out.root}")
         example = gradients.answer_example(
-            tokenizer, renderer.chat_template, messages, rendered.text, seg.input_ids, row["_answer"] or ""
-        )
+            spec.tokenizer, spec.renderer.chat_template, messages, rendered.text, seg.input_ids,
+            row["_answer"] or "",
+        )  # fmt: skip
         result = gradients.answer_target(lm, example, projections)
         if reward is not None:
             seed = cfg.seed * 1_000_003 + int(row["rank"])
             result |= gradients.rl_target(
-                lm, tokenizer, seg.input_ids, row["_answer"] or "", projections, reward,
+                lm, spec.tokenizer, seg.input_ids, row["_answer"] or "", projections, reward,
                 cfg.rl_samples, cfg.max_new_tokens, seed,
             )  # fmt: skip
         result["seconds"] = round(time.perf_counter() - t0, 3)

@@ -63,12 +63,24 @@ def _ranking(cfg: PilotConfig, train_path: Path, folder: Path, progress):
     return load_ranking(out)
 
 
-def _task(cfg: PilotConfig, split, reward) -> Task:
-    from anglecurate.model.load import has_chat_template, load_tokenizer, resolve_source
+def _task(cfg: PilotConfig, split, reward, ranking) -> Task:
+    """The runs' shared task. The model is the ranking's, rebuilt from its run record (so
+    the model that scored is the one trained, with its loading options); without a ranking
+    (uniform and length arms only) it is ``--model`` as given."""
+    from anglecurate.model.load import has_chat_template
+    from anglecurate.scoring.spec import RunSpec
+    from anglecurate.scoring.store import OutputDir
 
-    source = resolve_source(cfg.model)
-    tokenizer = load_tokenizer(source)
-    chat = has_chat_template(source)
+    spec = RunSpec.from_options(cfg.model, prompt_config="none", template_required=False)
+    if ranking is not None:
+        recorded = RunSpec.from_run(OutputDir(ranking.path).read_manifest()["run"], ranking.path)
+        if recorded.model_record()["config_hash"] != spec.model_record()["config_hash"]:
+            raise UserError(
+                f"--ranking {ranking.path} was scored with {recorded.source.path}, not --model "
+                f"{cfg.model}; pass that model, or score with this one"
+            )
+        spec = recorded
+    chat = has_chat_template(spec.source)  # a base model trains on the plain question text
 
     def prompt(value):
         if isinstance(value, list):  # already a conversation
@@ -83,8 +95,7 @@ def _task(cfg: PilotConfig, split, reward) -> Task:
     ]
     return Task(
         cfg,
-        source,
-        tokenizer,
+        spec,
         train_rows,
         [prompt(v) for v in split.eval[cfg.field].to_list()],
         [str(a) for a in split.eval[cfg.answer_field].to_list()],
@@ -148,8 +159,8 @@ def run_pilot(cfg: PilotConfig, progress) -> PilotResult:
         ranking = None
         if any(a in ("gainrl", "gainrl-open", "reverse") for a in ordered) or (ordered and cfg.ranking):
             ranking = _ranking(cfg, split.train_path, folder, progress)
-        task = _task(cfg, split, reward)
-        orders = build_orders(cfg.arms, ranking, split.train, cfg.field, task.tokenizer)
+        task = _task(cfg, split, reward, ranking)
+        orders = build_orders(cfg.arms, ranking, split.train, cfg.field, task.spec.tokenizer)
         for seed in seeds_of(cfg):  # seed by seed: a pilot stopped early still compares every arm
             for arm in cfg.arms:
                 train_one(task, arm, seed, orders.get(arm), progress)

@@ -48,11 +48,10 @@ CURVE_SCHEMA = {
 
 @dataclass
 class Task:
-    """What every run of a pilot shares: the model source, data and reward."""
+    """What every run of a pilot shares: the model (its resolved run spec), data and reward."""
 
     cfg: PilotConfig
-    source: object  # anglecurate.model.load.ModelSource
-    tokenizer: object
+    spec: object  # anglecurate.scoring.spec.RunSpec
     train_rows: list[dict]  # TRL's rows: prompt, answer, uid
     eval_prompts: list
     eval_answers: list[str]
@@ -78,11 +77,8 @@ def _last_checkpoint(run: Path) -> Path | None:
 
 def load_policy(task: Task):
     """The policy as trainable weights: fp32 (bf16 with --bf16), a fresh copy per run."""
-    from anglecurate.model.load import load_config, load_model
-
     dtype = torch.bfloat16 if task.cfg.grpo.bf16 else torch.float32
-    config = load_config(task.source)
-    model = load_model(task.source, config, dtype, torch.device("cpu"), causal_lm=True).base
+    model = task.spec.load_model(dtype, torch.device("cpu"), causal_lm=True).base
     # A GGUF checkpoint is dequantised to plain tensors on load; the marker transformers
     # leaves would make the Trainer refuse to train them.
     model.hf_quantizer = None
@@ -114,7 +110,7 @@ class _Recorder:
         cfg = self.task.cfg
         accuracy, _ = evaluate(
             model,
-            self.task.tokenizer,
+            self.task.spec.tokenizer,
             self.task.eval_prompts,
             self.task.eval_answers,
             self.task.reward,
@@ -241,7 +237,7 @@ def train_one(task: Task, arm: str, seed: int, order: Order | None, progress) ->
         args=grpo_args(cfg, run, seed),
         train_dataset=dataset,
         reward_funcs=[_tracking_reward(recorder, task.reward, curriculum)],
-        processing_class=task.tokenizer,
+        processing_class=task.spec.tokenizer,
         callbacks=[_callback(recorder, cfg.eval_every, cfg.steps)],
     )
     if curriculum is None:

@@ -31,22 +31,15 @@ class ChunkScorer:
     def __init__(self, cfg: ScoreConfig):
         from contextlib import ExitStack
 
-        from anglecurate.model.load import load_model
         from anglecurate.scoring.capture import angle_capture
-        from anglecurate.scoring.pipeline import plan
+        from anglecurate.scoring.pipeline import plan, settle_layers
 
         self.cfg = cfg
-        self.p = p = plan(cfg)
-        model = load_model(
-            p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code, cfg.attn_implementation
-        )
-        if model.ffn_layers != list(range(model.num_layers)):
-            # The driver planned the run without loading the model: it cannot know which
-            # layers a hybrid stack lets it score.
-            raise UserError(
-                f"--engine ray scores models whose every layer has a feed-forward block; "
-                f"{type(model.base).__name__} has layers without one: use the local engine or --shard"
-            )
+        p = plan(cfg)
+        model = p.spec.load_model(p.dtype, p.device)
+        # The same settling the driver did from its probe (see _feed_forward_layers): every
+        # actor scores exactly the layers the run records.
+        self.p = settle_layers(cfg, p, model.ffn_layers, type(model.base).__name__)
         self._stack = ExitStack()  # the hooks stay in place for the actor's lifetime
         self.capture = self._stack.enter_context(angle_capture(model, self.p.layers, self.p.reference))
         self.out = OutputDir(cfg.out)
@@ -87,14 +80,11 @@ def score_on_ray(
 
 def _score_on_ray(ray, cfg: ScoreConfig, out: OutputDir, num_workers, address, progress) -> ScoreResult:
     from anglecurate.scoring.manifest import device_info
-    from anglecurate.scoring.pipeline import open_run, start_run
+    from anglecurate.scoring.pipeline import check_previous, open_run, settle_layers, start_run
 
     p, finished = open_run(cfg, out)
     if finished is not None:
         return finished
-    done, done_rows = start_run(cfg, p, out)
-    todo = [i for i in range(-(-p.dataset.num_rows // cfg.chunk_rows)) if i not in done]
-
     started_here = not ray.is_initialized()
     if started_here:
         try:
@@ -106,6 +96,13 @@ def _score_on_ray(ray, cfg: ScoreConfig, out: OutputDir, num_workers, address, p
     tokens = rows = 0
     try:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        ffn, name = ray.get(
+            ray.remote(num_gpus=gpus, num_cpus=0 if gpus else 1)(_feed_forward_layers).remote(cfg)
+        )
+        p = settle_layers(cfg, p, ffn, name)
+        check_previous(cfg, p, out)
+        done, done_rows = start_run(cfg, p, out)
+        todo = [i for i in range(-(-p.dataset.num_rows // cfg.chunk_rows)) if i not in done]
         work = ray.data.from_items([{"chunk": i} for i in todo], override_num_blocks=max(len(todo), 1))
         results = work.map_batches(
             ChunkScorer,
@@ -131,6 +128,18 @@ def _score_on_ray(ray, cfg: ScoreConfig, out: OutputDir, num_workers, address, p
     timing = run_timing(time.perf_counter() - t0, rows, tokens)
     device = {**device_info(p.device), "engine": "ray", "workers": num_workers}
     return complete(out, cfg.shard, p.run, p.dataset.columns, timing, device, len(done))
+
+
+def _feed_forward_layers(cfg: ScoreConfig) -> tuple[list[int], str]:
+    """On a cluster worker: the layers of the model that have a feed-forward block, and its
+    class name. `all` and `last` mean those layers (a hybrid stack has layers without one),
+    which only a loaded model tells; the driver settles the run's layers from this before
+    any actor scores, exactly as the local engine does once it has loaded the model."""
+    from anglecurate.scoring.pipeline import plan
+
+    p = plan(cfg)
+    model = p.spec.load_model(p.dtype, p.device)
+    return model.ffn_layers, type(model.base).__name__
 
 
 def _quiet_ray_data(ray) -> None:

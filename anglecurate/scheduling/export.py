@@ -59,11 +59,7 @@ def ranked_rows(ranking_path: Path) -> pl.DataFrame:
     original = [c for c in frame.columns if c not in SCORE_COLUMNS]
     rows = frame.select("uid", "rank", *original).sort("rank")
     if PROMPT_COLUMN not in rows.columns:
-        config = PromptConfig(
-            name=run["prompt"]["name"],
-            system=run["prompt"]["system"],
-            shots=tuple(tuple(s) for s in run["prompt"]["shots"]),
-        )
+        config = PromptConfig.from_dict(run["prompt"])
         field = run["dataset"]["field"]
         prompts = [build_conversation(value, config)[0] for value in rows[field].to_list()]
         rows = rows.insert_column(2, pl.Series(PROMPT_COLUMN, prompts))

@@ -27,41 +27,20 @@ from anglecurate.base.errors import UserError
 from anglecurate.base.progress import RowProgress
 from anglecurate.data.dataset import Dataset, open_dataset, prompt_kind
 from anglecurate.data.shard import Shard
-from anglecurate.model.layers import LoadedModel
-from anglecurate.model.load import (
-    DTYPE_NAMES,
-    ModelSource,
-    config_hash,
-    has_chat_template,
-    load_config,
-    load_model,
-    load_tokenizer,
-    resolve_device,
-    resolve_dtype,
-    resolve_source,
-)
-from anglecurate.model.load import (
-    num_layers as model_num_layers,
-)
+from anglecurate.model.load import DTYPE_NAMES, resolve_device, resolve_dtype
+from anglecurate.model.load import num_layers as model_num_layers
 from anglecurate.scoring.batching import collate, collate_packed, plan_batches, plan_packed
 from anglecurate.scoring.capture import AngleCapture, angle_capture
 from anglecurate.scoring.config import ScoreConfig, batch_budget, parse_layers
 from anglecurate.scoring.gainrl_reference import ReferenceSpec
 from anglecurate.scoring.manifest import changed_keys, device_info
 from anglecurate.scoring.merge import complete
-from anglecurate.scoring.prompt import (
-    BUILTIN_TEMPLATES,
-    InvalidRow,
-    PromptConfig,
-    PromptRenderer,
-    build_conversation,
-    load_prompt_config,
-    read_chat_template,
-)
+from anglecurate.scoring.prompt import InvalidRow
 from anglecurate.scoring.ranking import RankChoice
 from anglecurate.scoring.rerank import rerank
 from anglecurate.scoring.result import ScoreResult, run_timing
 from anglecurate.scoring.segments import Segmented, Segmenter, SkipReason, truncate
+from anglecurate.scoring.spec import RunSpec, preflight
 from anglecurate.scoring.store import RESERVED_COLUMNS, ROW, SCORED, STATUS, OutputDir
 from anglecurate.storage.lock import exclusive_writer
 
@@ -72,31 +51,21 @@ class _Plan:
 
     dataset: Dataset
     kind: str
-    prompt_config: PromptConfig
-    renderer: PromptRenderer
+    spec: RunSpec
     segmenter: Segmenter
     layers: list[int]
     choice: RankChoice
     reference: ReferenceSpec | None
     run: dict
-    source: ModelSource
-    model_config: object
     device: torch.device
     dtype: torch.dtype
-    pad_id: int
     batch_tokens: int
     shard: Shard
 
 
 def plan(cfg: ScoreConfig) -> _Plan:
     cfg.validate()
-    template = read_chat_template(cfg.chat_template)
-    source = resolve_source(cfg.model, cfg.revision)
-    if template is None and not has_chat_template(source):  # before anything slow
-        raise UserError(
-            f"{cfg.model} has no chat template; pass --chat-template plain (system text, then "
-            "User:/Assistant: turns) or --chat-template FILE (a Jinja template)"
-        )
+    source = preflight(cfg.model, cfg.revision, cfg.chat_template)  # before anything slow
     dataset = open_dataset(cfg.data, cfg.split, cfg.data_config)
     kind = prompt_kind(dataset, cfg.field)
     if cfg.id_field is not None and cfg.id_field not in dataset.schema:
@@ -109,30 +78,31 @@ def plan(cfg: ScoreConfig) -> _Plan:
             f"{dataset.path} already has columns {clash} that anglecurate writes; "
             "rename or drop them (or pass --id-field uid to use 'uid' as the id)"
         )
-    prompt_config = load_prompt_config(cfg.prompt_config)
-    model_config = load_config(source, cfg.trust_remote_code)
-    num_layers = model_num_layers(model_config)
+    spec = RunSpec.from_options(
+        cfg.model,
+        cfg.revision,
+        cfg.chat_template,
+        cfg.prompt_config,
+        cfg.trust_remote_code,
+        cfg.attn_implementation,
+        cfg.max_length,
+        cfg.on_long,
+        source=source,
+    )
+    num_layers = model_num_layers(spec.config)
     layers = parse_layers(cfg.layers, num_layers)  # `all` and `last` are settled once it loads
     choice, reference, by_layers = _layer_choice(cfg, layers, num_layers)
     device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, model_config, device)
-    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    renderer = PromptRenderer(tokenizer, template)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    dtype = resolve_dtype(cfg.dtype, spec.config, device)
     run = {
         "model": {
-            **source.provenance,
-            "model_type": model_config.model_type,
-            "config_hash": config_hash(model_config),
+            **spec.model_record(),
+            "model_type": spec.config.model_type,
             "num_layers": num_layers,
             "dtype": DTYPE_NAMES.get(dtype, str(dtype)),
         },
-        "tokenizer": {
-            "chat_template_hash": renderer.template_hash,
-            # a built-in template by name, so validate can take the same one unasked
-            **({"chat_template": cfg.chat_template} if cfg.chat_template in BUILTIN_TEMPLATES else {}),
-        },
-        "prompt": prompt_config.to_dict(),
+        "tokenizer": spec.tokenizer_record(),
+        "prompt": spec.prompt.to_dict(),
         "dataset": {
             "path": str(dataset.path.resolve()),
             "format": dataset.format,
@@ -154,18 +124,14 @@ def plan(cfg: ScoreConfig) -> _Plan:
     return _Plan(
         dataset=dataset,
         kind=kind,
-        prompt_config=prompt_config,
-        renderer=renderer,
-        segmenter=Segmenter(tokenizer),
+        spec=spec,
+        segmenter=spec.segmenter(),
         layers=layers,
         choice=choice,
         reference=reference,
         run=run,
-        source=source,
-        model_config=model_config,
         device=device,
         dtype=dtype,
-        pad_id=pad_id,
         batch_tokens=batch_budget(cfg.max_batch_tokens, device.type),
         shard=cfg.shard,
     )
@@ -215,10 +181,8 @@ def _score(cfg: ScoreConfig, out: OutputDir, progress: RowProgress) -> ScoreResu
     if finished is not None:
         return finished
     shard = cfg.shard
-    model = load_model(
-        p.source, p.model_config, p.dtype, p.device, cfg.trust_remote_code, cfg.attn_implementation
-    )
-    p = settle_layers(cfg, p, model)
+    model = p.spec.load_model(p.dtype, p.device)
+    p = settle_layers(cfg, p, model.ffn_layers, type(model.base).__name__)
     check_previous(cfg, p, out)
     done, done_rows = start_run(cfg, p, out)
     t0 = time.perf_counter()
@@ -303,18 +267,18 @@ def _layers_follow_model(cfg: ScoreConfig) -> bool:
     return cfg.layers.strip().lower() in ("all", "last")
 
 
-def settle_layers(cfg: ScoreConfig, p: _Plan, model: LoadedModel) -> _Plan:
-    """The scored layers once the model is loaded: `all` and `last` keep to the layers that
-    have a feed-forward block (every layer, in most models); a layer named in ``--layers``
-    without one is refused in one line."""
-    ffn = model.ffn_layers
+def settle_layers(cfg: ScoreConfig, p: _Plan, ffn: list[int], model_name: str) -> _Plan:
+    """The scored layers once the model is loaded (``ffn``: its layers with a feed-forward
+    block, :attr:`LoadedModel.ffn_layers`; ``model_name`` names it in errors): `all` and
+    `last` keep to the layers that have one (every layer, in most models); a layer named in
+    ``--layers`` without one is refused in one line."""
     if _layers_follow_model(cfg):
         layers = [max(ffn)] if cfg.layers.strip().lower() == "last" else ffn
     else:
         missing = [layer for layer in p.layers if layer not in ffn]
         if missing:
             raise UserError(
-                f"--layers: layer {missing[0]} of {type(model.base).__name__} has no feed-forward block "
+                f"--layers: layer {missing[0]} of {model_name} has no feed-forward block "
                 f"(the signal is an MLP's input); layers with one: {', '.join(map(str, ffn))}"
             )
         layers = p.layers
@@ -392,8 +356,7 @@ def prepare_rows(
         try:
             if uids[row] is None:
                 raise InvalidRow(f"--id-field {cfg.id_field} is null")
-            messages, q_index = build_conversation(value, p.prompt_config)
-            rendered.append(p.renderer.render(messages, q_index))
+            rendered.append(p.spec.render(value)[1])
             rendered_rows.append(row)
         except InvalidRow as exc:
             if not cfg.skip_invalid:
@@ -434,7 +397,7 @@ def _score_chunk(
     for batch_rows in planner([segmented[r].n_tokens for r in rows], p.batch_tokens):
         members = [rows[i] for i in batch_rows]
         items = [segmented[r] for r in members]
-        batch = collate_packed(items) if cfg.packed else collate(items, p.pad_id)
+        batch = collate_packed(items) if cfg.packed else collate(items, p.spec.pad_id)
         c_intra, c_inter, values = capture.run(batch)
         intra[members] = c_intra.numpy()
         inter[members] = c_inter.numpy()
@@ -477,8 +440,8 @@ def inspect_row(cfg: ScoreConfig, row: int):
     record = frame.row(row - chunk * cfg.chunk_rows, named=True)
     uid = record[cfg.id_field] if cfg.id_field else row
     try:
-        messages, q_index = build_conversation(record[cfg.field], p.prompt_config)
+        _, rendered = p.spec.render(record[cfg.field])
     except InvalidRow as exc:
         raise UserError(f"{p.dataset.path} row {row}: {exc}") from exc
-    (seg,) = p.segmenter([p.renderer.render(messages, q_index)])
-    return p.segmenter.tokenizer, seg, uid
+    (seg,) = p.segmenter([rendered])
+    return p.spec.tokenizer, seg, uid
