@@ -63,7 +63,7 @@ def _seed_curves(frame: pl.DataFrame, arm: str, unit: str) -> dict[int, tuple[np
     return out
 
 
-def _speedup(base: list, arm: list, ends_at: float) -> float | None:
+def _speedup(base: list, arm: list) -> float | None:
     """Uniform's units to its final mean accuracy over the arm's (0: the arm never got there)."""
     bx, by = mean_curve(base)
     target = float(by[-1])
@@ -83,7 +83,7 @@ def bootstrap_interval(base: list, arm: list, seed: int = 0) -> tuple[float, flo
     for _ in range(BOOTSTRAP):
         b = [base[i] for i in rng.integers(0, len(base), len(base))]
         a = [arm[i] for i in rng.integers(0, len(arm), len(arm))]
-        r = _speedup(b, a, 0.0)
+        r = _speedup(b, a)
         if r is not None:
             ratios.append(r)
     if not ratios:
@@ -140,7 +140,7 @@ def summarize(frame: pl.DataFrame) -> dict:
                 entry[f"{name}_to_target"] = first_crossing(ux, uy, target)
                 if arm != BASELINE:
                     curves = list(per_unit[unit].values())
-                    entry[f"speedup_{name}"] = _speedup(base[unit], curves, 0.0)
+                    entry[f"speedup_{name}"] = _speedup(base[unit], curves)
                     entry[f"speedup_{name}_ci95"] = bootstrap_interval(base[unit], curves)
         if arm not in (BASELINE, CONFOUND) and CONFOUND in arms:
             confound = list(_seed_curves(frame, CONFOUND, "step").values())

@@ -36,6 +36,7 @@ CURVE_SCHEMA = {
     "seed": pl.Int64,
     "step": pl.Int64,
     "tokens": pl.Int64,
+    "eval_tokens": pl.Int64,
     "seconds": pl.Float64,
     "accuracy": pl.Float64,
     "train_reward": pl.Float64,
@@ -95,6 +96,7 @@ class _Recorder:
         self.rows = curve.to_dicts()
         last = self.rows[-1] if self.rows else {"tokens": 0, "seconds": 0.0}
         self.tokens, self.seconds = int(last["tokens"]), float(last["seconds"])
+        self.eval_tokens = int(last.get("eval_tokens") or 0)  # a curve from before it was kept: 0
         self.rewards: list[float] = []
         self.progress = progress
         self.curriculum = None
@@ -108,7 +110,7 @@ class _Recorder:
 
     def record(self, model, step: int) -> None:
         cfg = self.task.cfg
-        accuracy, _ = evaluate(
+        accuracy, generated = evaluate(
             model,
             self.task.spec.tokenizer,
             self.task.eval_prompts,
@@ -118,11 +120,13 @@ class _Recorder:
             cfg.eval_temperature,
             seed=self.seed,
         )
+        self.eval_tokens += generated
         row = {
             "arm": self.arm,
             "seed": self.seed,
             "step": step,
             "tokens": self.tokens,
+            "eval_tokens": self.eval_tokens,
             "seconds": self.seconds,
             "accuracy": accuracy,
             "train_reward": sum(self.rewards) / len(self.rewards) if self.rewards else None,
