@@ -35,7 +35,8 @@ def complete(
         return ScoreResult(str(out.root), "shard complete", {}, resumed, extra={"missing_shards": waiting})
     try:
         return merge(out.root, resumed=resumed)
-    except MergeInProgress:  # the other shard that finished at the same moment merges
+    except MergeInProgress:  # the other shard that finished at the same moment merges (a live
+        # process: a lock left by a killed merger is taken over, so a rerun of this shard merges)
         return ScoreResult(str(out.root), "shard complete", {}, resumed, extra={"missing_shards": []})
 
 
@@ -125,6 +126,9 @@ def merge(folder: str | Path, resumed: int = 0) -> ScoreResult:
             "finished; run (or resume) them with `anglecurate score ... --shard i/N`"
         )
     with out.ranking_lock():
+        manifest = out.read_manifest()  # another merger committed since the check above
+        if manifest is not None:
+            return ScoreResult(str(out.root), "already complete", manifest)
         timing = _sum_timing([m["timing"] for m in markers.values()])
         columns = next(iter(markers.values()))["columns"]
         devices = [m["device"] for _, m in sorted(markers.items())]

@@ -11,6 +11,7 @@ Layout of ``OUT``::
                                   (``chunk-00012.s1of4.parquet``: shard 1 of 4's rows of it)
     .anglecurate/shards/s1of4.json  a finished shard's timing and device (sharded runs)
     .anglecurate/finalize/, rank/   a ranking being built, swapped in by a COMMIT marker
+    .anglecurate/ranking.lock     held by the one process building it (see :meth:`OutputDir.ranking_lock`)
 
 Every file is written to a temporary name and renamed into place, so a run killed at any
 moment leaves only whole files; a rerun skips the chunks that exist. The global sort never
@@ -36,7 +37,7 @@ from anglecurate.base.errors import UserError
 from anglecurate.scoring.ranking import RANK_COLUMNS, ROW, RankChoice, key_columns, rank_keys
 from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet, read_json, write_parquet
 from anglecurate.storage.faults import storage_errors
-from anglecurate.storage.lock import LOCK_NAME
+from anglecurate.storage.lock import LOCK_NAME, named_lock
 
 # Columns every ranked row carries before the dataset's own columns, in this order.
 SCORE_COLUMNS = (
@@ -197,23 +198,26 @@ class OutputDir:
     def write_chunk(self, index: int, frame: pl.DataFrame, tag: str = "") -> None:
         atomic_write_parquet(frame, self.chunk_path(index, tag))
 
+    @property
+    def ranking_lock_path(self) -> Path:
+        return self.work / "ranking.lock"
+
     @contextmanager
     def ranking_lock(self):
-        """Held while one process builds the ranking (the merge of a sharded run, a re-rank)."""
-        self.work.mkdir(parents=True, exist_ok=True)
-        lock = self.work / "ranking.lock"
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            raise MergeInProgress(
-                f"{self.root} is being ranked by another process ({lock}); if none is, delete that file"
-            ) from None
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        try:
+        """Held while one process builds the ranking (the merge of a sharded run, a re-rank):
+        the writer lock's flock and holder record (see :mod:`anglecurate.storage.lock`), so a
+        second live process is refused with :class:`MergeInProgress` and a lock left by a
+        killed one is taken over. :meth:`commit` removes the work folder, lock file
+        included, while it is held; the lock keeps holding the file it opened until released."""
+        with named_lock(
+            self.ranking_lock_path,
+            shown=self.root,
+            what="the ranking lock",
+            doing="ranked",
+            hint="wait for it to finish or stop it",
+            busy=MergeInProgress,
+        ):
             yield
-        finally:
-            lock.unlink(missing_ok=True)  # commit() may already have removed the work folder
 
     def cleanup_finished(self) -> None:
         """A run killed after its manifest landed leaves only a stale work folder."""

@@ -20,6 +20,12 @@ The lock is re-entrant within a process (`score` re-ranking a finished folder ta
 again through `rank`'s code path). Releasing removes the file, and the folder too when
 the lock created it and nothing else was written: a refused or failed command leaves no
 trace.
+
+:func:`named_lock` is the same lock under any file name: the ranking lock
+(``OUT/.anglecurate/ranking.lock``, held while one process builds a folder's ranking: the
+merge of a sharded run or a re-rank) is one, so a ``kill -9`` there is taken over the same
+way. Re-entrancy is keyed by the lock file, so a folder's writer lock and its ranking lock
+are held independently.
 """
 
 from __future__ import annotations
@@ -58,6 +64,17 @@ class _Held:
     depth: int = 1
 
 
+@dataclass(frozen=True)
+class _Label:
+    """How a lock names itself in its refusal and take-over messages."""
+
+    shown: str
+    what: str
+    doing: str
+    hint: str
+    busy: type[UserError]
+
+
 _held: dict[str, _Held] = {}
 _held_guard = threading.Lock()
 
@@ -91,8 +108,30 @@ def folder_lock(
 
     Raises :class:`FolderBusy` when a live process holds it. OS errors (a read-only or full
     file system) propagate for the caller's storage-error handling."""
-    folder = Path(folder)
-    key = os.path.realpath(folder)
+    with named_lock(Path(folder) / LOCK_NAME, command, heartbeat_s, stale_after_s):
+        yield
+
+
+@contextmanager
+def named_lock(
+    path: str | Path,
+    command: str | None = None,
+    heartbeat_s: float = HEARTBEAT_S,
+    stale_after_s: float = STALE_AFTER_S,
+    *,
+    shown: str | Path | None = None,
+    what: str = "the lock",
+    doing: str = "written",
+    hint: str = "wait for it to finish, stop it, or choose another folder",
+    busy: type[UserError] = FolderBusy,
+):
+    """Hold the lock file ``path`` (creating its folder if needed) inside the block, judged
+    as the module docstring says. A live holder raises ``busy`` in one line: "``shown`` is
+    being ``doing`` by <holder>; ``hint``" (``shown`` defaults to the lock's folder); a dead
+    one's is taken over with the warning "took over ``what`` on ``shown`` ..."."""
+    path = Path(path)
+    folder = path.parent
+    key = os.path.join(os.path.realpath(folder), path.name)
     with _held_guard:
         held = _held.get(key)
         if held is not None:
@@ -104,7 +143,8 @@ def folder_lock(
             with _held_guard:
                 held.depth -= 1
         return
-    held = _acquire(folder, command, heartbeat_s, stale_after_s)
+    label = _Label(str(shown if shown is not None else folder), what, doing, hint, busy)
+    held = _acquire(path, command, heartbeat_s, stale_after_s, label)
     with _held_guard:
         _held[key] = held
     try:
@@ -115,7 +155,10 @@ def folder_lock(
         _release(folder, held)
 
 
-def _acquire(folder: Path, command: str | None, heartbeat_s: float, stale_after_s: float) -> _Held:
+def _acquire(
+    path: Path, command: str | None, heartbeat_s: float, stale_after_s: float, label: _Label
+) -> _Held:
+    folder = path.parent
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file; pass a folder path (it is created)")
     try:
@@ -123,23 +166,22 @@ def _acquire(folder: Path, command: str | None, heartbeat_s: float, stale_after_
         created = True
     except FileExistsError:
         created = False
-    path = folder / LOCK_NAME
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             locked = _try_flock(fd)
             if locked is False:
-                raise FolderBusy(_busy(folder, _read(fd)))
+                raise label.busy(_busy(label, _read(fd)))
             if not _same_file(fd, path):  # its previous holder removed it as we opened it
                 os.close(fd)
                 continue
             previous = _read(fd)
             if previous is not None:
                 if _alive(previous, path, locked, stale_after_s):
-                    raise FolderBusy(_busy(folder, previous))
-                print(f"warning: {_took_over(folder, previous)}", file=sys.stderr)
+                    raise label.busy(_busy(label, previous))
+                print(f"warning: {_took_over(label, previous)}", file=sys.stderr)
             _write(fd, holder_info(command))
-        except FolderBusy:
+        except label.busy:
             os.close(fd)  # the file is the holder's: leave it
             raise
         except BaseException:
@@ -245,16 +287,13 @@ def _describe(info: dict) -> str:
     return f"pid {info['pid']} on {info.get('host', '?')}, `{command}`, since {info.get('started', '?')}"
 
 
-def _busy(folder: Path, info: dict | None) -> str:
-    return (
-        f"{folder} is being written by {_describe(info or {})}; wait for it to finish, stop it, "
-        "or choose another folder"
-    )
+def _busy(label: _Label, info: dict | None) -> str:
+    return f"{label.shown} is being {label.doing} by {_describe(info or {})}; {label.hint}"
 
 
-def _took_over(folder: Path, info: dict) -> str:
+def _took_over(label: _Label, info: dict) -> str:
     return (
-        f"took over the lock on {folder} left by {_describe(info)}, which is no longer running; "
+        f"took over {label.what} on {label.shown} left by {_describe(info)}, which is no longer running; "
         "finished work in it is kept"
     )
 

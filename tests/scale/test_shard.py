@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -97,6 +98,81 @@ def test_shards_merge_into_the_single_run_even_after_a_kill(
     assert manifest["timing"]["shards"] == 3
     assert not (out / ".anglecurate").exists()
     assert merge(out).status == "already complete"
+
+
+# `anglecurate ARGS` that kills itself with SIGKILL on the ranking's second staged file write:
+# inside the merge, holding the ranking lock, with half a ranking staged.
+KILLED_IN_MERGE = """
+import os, signal, sys
+import anglecurate.scoring.store as store
+real, calls = store.write_parquet, []
+def dying(frame, path):
+    calls.append(path)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(frame, path)
+store.write_parquet = dying
+sys.argv = ["anglecurate", *sys.argv[1:]]
+from anglecurate.cli.app import main
+main()
+"""
+
+
+def cli_args(model, data, out, *extra) -> list[str]:
+    args = ["--model", model, "--data", data, "--out", out, "--field", "q", "--id-field", "id"]
+    return [*map(str, args), "--dtype", "fp32", "--chunk-rows", "8", "--skip-invalid", *extra]
+
+
+def _killed(*args):
+    cmd = [sys.executable, "-c", KILLED_IN_MERGE, *map(str, args)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=cli_env())
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+
+
+def test_a_merge_killed_with_sigkill_is_finished_by_the_same_command(
+    tiny_model_dir, questions, single, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    assert score(config(tiny_model_dir, questions, out, shard=Shard(0, 2))).status == "shard complete"
+    last = ["score", *cli_args(tiny_model_dir, questions, out, "--shard", "1/2")]
+    _killed(*last)  # the last shard, killed -9 in its merge
+    lock = out / ".anglecurate" / "ranking.lock"
+    assert lock.exists() and not (out / "manifest.json").exists()
+
+    code, _, err = run_cli(monkeypatch, capsys, *last)  # the same command again merges
+    assert code == 0 and "took over the ranking lock" in err, err
+    assert json.loads((out / "manifest.json").read_text())["run"]["shards"] == 2
+    assert_same_ranking(single, out)
+    assert not (out / ".anglecurate").exists()
+
+    again = tmp_path / "again"  # the same kill, then `anglecurate merge` killed too, then merge
+    score(config(tiny_model_dir, questions, again, shard=Shard(0, 2)))
+    _killed("score", *cli_args(tiny_model_dir, questions, again, "--shard", "1/2"))
+    _killed("merge", again)
+    code, _, err = run_cli(monkeypatch, capsys, "merge", again)
+    assert code == 0 and "is being ranked" not in err, err
+    assert_same_ranking(single, again)
+    assert not (again / ".anglecurate").exists()
+
+
+def test_a_live_merger_leaves_the_merge_to_it(tiny_model_dir, questions, tmp_path):
+    """The shard that finishes while another process merges reports "shard complete"."""
+    out = tmp_path / "out"
+    score(config(tiny_model_dir, questions, out, shard=Shard(0, 2)))
+    hold = "import sys, time\nfrom anglecurate.scoring.store import OutputDir\n"
+    hold += "with OutputDir(sys.argv[1]).ranking_lock():\n    print('held', flush=True)\n    time.sleep(60)\n"
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        result = score(config(tiny_model_dir, questions, out, shard=Shard(1, 2)))
+        assert result.status == "shard complete" and result.extra["missing_shards"] == []
+        with pytest.raises(UserError, match=f"is being ranked by pid {proc.pid}"):
+            merge(out)
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert not (out / "manifest.json").exists()
+    assert merge(out).status == "complete"
 
 
 def test_foreign_and_mismatched_shards_are_refused(tiny_model_dir, questions, tmp_path, monkeypatch, capsys):

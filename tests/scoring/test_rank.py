@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import polars as pl
@@ -127,6 +131,63 @@ def test_rank_is_atomic_when_killed_mid_swap(copy, monkeypatch):
     assert read_ranked(copy).equals(before) and _manifest(copy)["ranking"]["layer"] == 0
     OutputDir(copy).read_manifest()
     assert not (copy / ".anglecurate").exists()
+
+
+# `anglecurate ARGS` that kills itself with SIGKILL on the ranking's second staged file write:
+# inside the ranking lock, with half a ranking staged.
+KILLED_IN_RANKING = """
+import os, signal, sys
+import anglecurate.scoring.store as store
+real, calls = store.write_parquet, []
+def dying(frame, path):
+    calls.append(path)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(frame, path)
+store.write_parquet = dying
+sys.argv = ["anglecurate", *sys.argv[1:]]
+from anglecurate.cli.app import main
+main()
+"""
+
+
+def test_rank_killed_with_sigkill_is_finished_by_a_plain_rerun(scored, copy, tmp_path, monkeypatch, capsys):
+    args = ["rank", str(copy), "--layer", "0", "--w-inter", "8"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_RANKING, *args], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (copy / ".anglecurate" / "ranking.lock").exists(), "the kill left the ranking lock behind"
+    assert _manifest(copy)["ranking"]["layer"] != 0  # the old ranking is intact
+
+    code, _, err = run_cli(monkeypatch, capsys, *args)  # the same command again
+    assert code == 0, err
+    assert "took over the ranking lock" in err and "is being ranked" not in err
+    unkilled = tmp_path / "unkilled"
+    shutil.copytree(scored, unkilled)
+    rerank(unkilled, RankChoice(layer=0, w_inter=8.0))
+    assert read_ranked(copy).equals(read_ranked(unkilled))
+    assert _manifest(copy)["ranking"] == _manifest(unkilled)["ranking"]
+    assert not (copy / ".anglecurate").exists()
+
+
+def test_a_live_ranking_lock_refuses_a_second_ranker_in_one_line(copy):
+    from anglecurate.scoring.store import MergeInProgress
+
+    hold = "import sys, time\nfrom anglecurate.scoring.store import OutputDir\n"
+    hold += "with OutputDir(sys.argv[1]).ranking_lock():\n    print('held', flush=True)\n    time.sleep(60)\n"
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(copy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with (
+            pytest.raises(MergeInProgress, match=f"is being ranked by pid {proc.pid}") as info,
+            OutputDir(copy).ranking_lock(),
+        ):
+            pass
+        assert "\n" not in str(info.value)
+    finally:
+        proc.terminate()
+        proc.wait()
+    with OutputDir(copy).ranking_lock():  # terminated: its lock is gone or taken over
+        pass
 
 
 @pytest.mark.parametrize("packing", ["off", "on"])

@@ -115,3 +115,40 @@ def test_a_file_where_the_folder_should_be_is_one_line(tmp_path):
     with pytest.raises(Exception, match="is a file; pass a folder path"), folder_lock(path):
         pass
     assert path.read_text() == "x"
+
+
+HOLD_NAMED = """
+import sys, time
+from anglecurate.storage.lock import named_lock
+with named_lock(sys.argv[1], command="anglecurate merge X"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_named_lock_is_the_same_lock_held_apart_from_the_folder_lock(tmp_path, capsys):
+    """A folder's writer lock and another lock file in it are separate locks (re-entrancy is
+    keyed by the file), each refusing a live holder and taking over a killed one."""
+    from anglecurate.storage.lock import named_lock
+
+    folder = tmp_path / "out"
+    ranking = folder / ".anglecurate" / "ranking.lock"
+    cmd = [sys.executable, "-c", HOLD_NAMED, str(ranking)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    try:
+        with (
+            folder_lock(folder),  # ours: does not make the other process's lock ours
+            pytest.raises(FolderBusy, match=f"being written by pid {proc.pid}"),
+            named_lock(ranking),
+        ):
+            pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert ranking.exists()  # kill -9 left it behind
+    with folder_lock(folder), named_lock(ranking, what="the ranking lock", shown=folder):
+        assert json.loads(ranking.read_text())["pid"] == os.getpid()
+        assert read_holder(folder)["pid"] == os.getpid()
+    assert f"took over the ranking lock on {folder}" in capsys.readouterr().err
+    assert not ranking.exists() and not (folder / LOCK_NAME).exists()
