@@ -133,17 +133,9 @@ def score(
 
 
 def _score_on_devices(cfg, devices: str) -> ScoreResult:
-    from anglecurate.scale.launch import parse_devices, run_shards, score_argv
-    from anglecurate.scoring.merge import merge
+    from anglecurate.scale.launch import score_on_devices
 
-    failed = [r for r in run_shards(score_argv(cfg), parse_devices(devices)) if r[1] != 0]
-    if failed:
-        device, code, last = failed[0]
-        raise UserError(
-            f"{len(failed)} shard(s) failed; on {device} (exit {code}): {last or 'no message'}; "
-            "rerun the same command to resume"
-        )
-    return merge(cfg.out)
+    return score_on_devices(cfg, devices)
 
 
 def merge(out: str | Path) -> ScoreResult:

@@ -2,7 +2,9 @@
 
 Each child is the same ``anglecurate score`` command with ``--shard i/N --device D`` added
 (and ``--devices`` removed); the children share ``OUT`` and the one that finishes last
-builds the global ranking. No collectives: shards never talk to each other.
+builds the global ranking. No collectives: shards never talk to each other. The launch
+reports what a single run would: "complete" with the children's rows and tokens over its
+own wall time, or "already complete" when ``OUT`` was finished before it started.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import sys
 import time
 
 from anglecurate.base.errors import UserError
+from anglecurate.scoring.merge import merge
+from anglecurate.scoring.result import ScoreResult, run_timing
+from anglecurate.scoring.store import OutputDir
 
 
 def parse_devices(spec: str) -> list[str]:
@@ -93,3 +98,24 @@ def run_shards(argv: list[str], devices: list[str]) -> list[tuple[str, int, str]
         time.sleep(0.5)
         raise
     return results
+
+
+def score_on_devices(cfg, spec: str) -> ScoreResult:
+    """Score ``cfg`` with one child per device of ``spec`` and return the merged result."""
+    devices = parse_devices(spec)
+    finished_before = OutputDir(cfg.out).read_manifest() is not None
+    t0 = time.perf_counter()
+    failed = [r for r in run_shards(score_argv(cfg), devices) if r[1] != 0]
+    if failed:
+        device, code, last = failed[0]
+        raise UserError(
+            f"{len(failed)} shard(s) failed; on {device} (exit {code}): {last or 'no message'}; "
+            "rerun the same command to resume"
+        )
+    result = merge(cfg.out)  # the last child merged: "already complete" unless it was before
+    if finished_before:
+        return result
+    wall = time.perf_counter() - t0
+    shards = result.manifest["timing"]  # the children's rows and tokens, summed by the merge
+    timing = {**run_timing(wall, shards["rows_this_run"], shards["tokens_this_run"]), "shards": len(devices)}
+    return ScoreResult(result.out, "complete", {**result.manifest, "timing": timing})

@@ -217,15 +217,22 @@ def test_torchrun_ranks_score_their_shards_and_merge(tiny_model_dir, questions, 
 
 
 def test_devices_option_launches_one_shard_per_device(tiny_model_dir, questions, single, tmp_path):
+    """A new folder: "complete" and the timing line of the whole launch, as a single run
+    prints; the same command on the finished folder: "already complete"."""
     out = tmp_path / "out"
-    args = ["--model", tiny_model_dir, "--data", questions, "--out", out, "--field", "q", "--id-field", "id"]
-    args += ["--dtype", "fp32", "--chunk-rows", "8", "--skip-invalid", "--devices", "cpu,cpu", "--json"]
-    cmd = [sys.executable, "-m", "anglecurate", "score", *map(str, args)]
+    cmd = [sys.executable, "-m", "anglecurate", "score", *cli_args(tiny_model_dir, questions, out)]
+    cmd += ["--devices", "cpu,cpu"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout)["status"] in ("complete", "already complete")
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("complete: ") and "already" not in done.stderr, done.stderr
+    rows = json.loads((single / "manifest.json").read_text())["timing"]["rows_this_run"]
+    assert any(line.startswith(f"{rows:,} rows in ") and "tokens/s" in line for line in lines), lines
     assert_same_ranking(single, out)
-    bad = subprocess.run([*cmd[:-3], "--devices", "gpu0"], capture_output=True, text=True, env=cli_env())
+
+    again = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert again.returncode == 0 and json.loads(again.stdout)["status"] == "already complete"
+    bad = subprocess.run([*cmd[:-2], "--devices", "gpu0"], capture_output=True, text=True, env=cli_env())
     assert bad.returncode == 2 and "--devices 'gpu0'" in bad.stderr
 
 
