@@ -7,6 +7,21 @@ unique across files, and memory stays bounded by the chunk size whatever the dat
 size: Parquet is sliced lazily per file, JSONL is streamed line by line, Arrow files are
 memory-mapped. A JSON array has to be parsed whole (use JSONL or Parquet for large sets).
 
+:meth:`Dataset.read_chunk` reads one chunk alone (a Ray actor's unit of work, ``inspect
+--row``), at a cost that does not grow with the chunk's index:
+
+=========  ==========================================================================
+format     cost of ``read_chunk(i)``
+=========  ==========================================================================
+parquet    the row groups that hold the chunk's rows (``scan_parquet().slice()``)
+arrow      a slice of the memory-mapped table: the pages of those rows
+json       a slice of the array parsed whole at open (memory: the whole file)
+jsonl      a seek and the bytes of the chunk's own lines; the first call for a chunk
+           size makes one pass over the bytes, parsing none, to find each chunk's first
+           line (cached, 24 bytes per chunk). Gzipped JSONL cannot seek: it decompresses
+           up to the chunk (still parsing only the chunk's lines)
+=========  ==========================================================================
+
 Shards must agree: Parquet and Arrow shards on every column name and type, JSONL shards on
 the column names (their types are inferred from the rows and unified).
 """
@@ -38,6 +53,7 @@ class Dataset:
     source: DataSource | None = None
     _frame: pl.DataFrame | None = None  # JSON arrays: parsed once, whole
     _tables: list | None = None  # Arrow: memory-mapped tables
+    _chunk_starts: dict[int, formats.ChunkStarts] = field(default_factory=dict, repr=False)  # JSONL
 
     @property
     def columns(self) -> list[str]:
@@ -55,6 +71,26 @@ class Dataset:
         for i in range(-(-self.num_rows // chunk_rows)):
             if i not in skip:
                 yield i, self._rows(i * chunk_rows, chunk_rows)
+
+    def read_chunk(self, index: int, chunk_rows: int) -> pl.DataFrame:
+        """Chunk ``index`` alone: the frame :meth:`iter_chunks` yields for it (rows
+        ``[index * chunk_rows, (index + 1) * chunk_rows)``, across shard files), with the
+        same errors for a malformed line. Costs in the module docstring."""
+        n_chunks = -(-self.num_rows // chunk_rows)
+        if not 0 <= index < n_chunks:
+            raise IndexError(f"chunk {index} of {n_chunks} (chunks of {chunk_rows} rows)")
+        if self.format != "jsonl":
+            return self._rows(index * chunk_rows, chunk_rows)
+        starts = self._chunk_starts.get(chunk_rows)
+        if starts is None:
+            starts = formats.jsonl_chunk_starts(self.files, chunk_rows)
+            if starts.num_rows != self.num_rows:  # the index would point at other rows
+                raise UserError(
+                    f"{self.path} changed since it was opened ({self.num_rows} rows then, "
+                    f"{starts.num_rows} now); rerun the command"
+                )
+            self._chunk_starts[chunk_rows] = starts
+        return formats.parse_lines(formats.jsonl_chunk(self.files, starts, index), self.schema)
 
     def _rows(self, start: int, length: int) -> pl.DataFrame:
         """Rows [start, start + length) of the whole dataset (Parquet, JSON, Arrow)."""

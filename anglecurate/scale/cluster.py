@@ -48,10 +48,9 @@ class ChunkScorer:
         from anglecurate.scoring.pipeline import score_chunk
 
         rows, scored_rows, tokens = [], [], []
-        n_chunks = -(-self.p.dataset.num_rows // self.cfg.chunk_rows)
         for index in (int(i) for i in batch["chunk"]):
-            skip = set(range(n_chunks)) - {index}
-            ((_, frame),) = self.p.dataset.iter_chunks(self.cfg.chunk_rows, skip=skip)
+            # Random access: a JSONL chunk is a seek, not a re-read of the file up to it.
+            frame = self.p.dataset.read_chunk(index, self.cfg.chunk_rows)
             scored, n_tokens, n_rows = score_chunk(
                 index, frame, self.cfg, self.p, self.capture, RowProgress(enabled=False)
             )

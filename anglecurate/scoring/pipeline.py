@@ -436,7 +436,7 @@ def inspect_row(cfg: ScoreConfig, row: int):
             f"{p.dataset.num_rows} rows (0..{p.dataset.num_rows - 1})"
         )
     chunk = row // cfg.chunk_rows
-    frame = next(f for i, f in p.dataset.iter_chunks(cfg.chunk_rows) if i == chunk)
+    frame = p.dataset.read_chunk(chunk, cfg.chunk_rows)  # that chunk alone, not the file up to it
     record = frame.row(row - chunk * cfg.chunk_rows, named=True)
     uid = record[cfg.id_field] if cfg.id_field else row
     try:

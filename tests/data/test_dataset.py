@@ -81,3 +81,195 @@ def test_unknown_extension(tmp_path):
     path.write_text("a,b\n")
     with pytest.raises(UserError, match="unknown data format"):
         open_dataset(path)
+
+
+# -- read_chunk: chunk i alone, equal to the i-th chunk iter_chunks yields -------------------
+def count_reads(monkeypatch, path) -> list[int]:
+    """Count what Python reads of ``path`` (bytes or characters, through iteration or read),
+    whichever way the reader opens it; returns a one-item list holding the running total."""
+    import builtins
+
+    total = [0]
+    real_open = builtins.open
+
+    class Counted:
+        def __init__(self, f):
+            self._f = f
+
+        def __iter__(self):
+            for line in self._f:
+                total[0] += len(line)
+                yield line
+
+        def read(self, *args):
+            data = self._f.read(*args)
+            total[0] += len(data)
+            return data
+
+        def read1(self, *args):
+            data = self._f.read1(*args)
+            total[0] += len(data)
+            return data
+
+        def readline(self, *args):
+            data = self._f.readline(*args)
+            total[0] += len(data)
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    def counting_open(file, *args, **kwargs):
+        f = real_open(file, *args, **kwargs)
+        return Counted(f) if str(file) == str(path) else f
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    return total
+
+
+def _write(path, rows, fmt, newline="\n", blank=False):
+    """``rows`` in ``fmt``; JSON lines end in ``newline`` and, with ``blank``, blank and
+    whitespace-only lines sit between them (the reader passes over those)."""
+    if fmt == "parquet":
+        pl.DataFrame(rows).write_parquet(path)
+    elif fmt == "arrow":
+        import pyarrow as pa
+
+        table = pl.DataFrame(rows).to_arrow()
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=3)  # several record batches
+    elif fmt == "json":
+        path.write_text(json.dumps(rows))
+    else:
+        gap = newline + (f"  {newline}\t{newline}" if blank else "")
+        text = gap.join(json.dumps(r) for r in rows)  # the last line has no newline
+        data = text.encode()
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "wb") as f:
+                f.write(data)
+        else:
+            path.write_bytes(data)
+    return path
+
+
+def _assert_read_chunk_matches(ds):
+    for size in (1, 3, 4, 7, ds.num_rows, ds.num_rows + 5):
+        streamed = list(ds.iter_chunks(size))
+        assert len(streamed) == -(-ds.num_rows // size)
+        for i, frame in reversed(streamed):  # in any order: no chunk depends on the one before
+            alone = ds.read_chunk(i, size)
+            assert alone.schema == frame.schema and alone.equals(frame), (size, i)
+        with pytest.raises(IndexError):
+            ds.read_chunk(len(streamed), size)
+
+
+CASES = [
+    ("d.parquet", "parquet", {}),
+    ("d.arrow", "arrow", {}),
+    ("d.json", "json", {}),
+    ("d.jsonl", "jsonl", {}),
+    ("lines.json", "jsonl", {}),
+    ("d.jsonl.gz", "jsonl", {}),
+    ("crlf.jsonl", "jsonl", {"newline": "\r\n"}),
+    ("cr.jsonl", "jsonl", {"newline": "\r"}),
+    ("blank.jsonl", "jsonl", {"blank": True}),
+    ("crlf-blank.jsonl.gz", "jsonl", {"newline": "\r\n", "blank": True}),
+]
+
+
+@pytest.mark.parametrize("name,fmt,kw", CASES, ids=[c[0] for c in CASES])
+def test_read_chunk_equals_the_chunk_iter_chunks_yields(tmp_path, name, fmt, kw):
+    rows = [{"q": f"question {i} é✓", "n": i} for i in range(11)]  # 11: every size leaves a partial chunk
+    ds = open_dataset(_write(tmp_path / name, rows, fmt, **kw))
+    assert ds.format == fmt and ds.num_rows == 11
+    _assert_read_chunk_matches(ds)
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "arrow", "jsonl", "jsonl.gz", "crlf.jsonl"])
+def test_read_chunk_crosses_shard_files(tmp_path, suffix):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = [{"q": f"question {i}", "n": i} for i in range(23)]
+    start, fmt = 0, suffix.split(".")[-1] if suffix != "jsonl.gz" else "jsonl"
+    for n, size in enumerate((7, 1, 9, 6)):  # chunks of 3, 4 and 7 straddle every boundary
+        kw = {"newline": "\r\n", "blank": True} if suffix.startswith("crlf") else {}
+        _write(folder / f"train-{n:05d}.{suffix}", rows[start : start + size], fmt, **kw)
+        start += size
+    ds = open_dataset(folder)
+    assert len(ds.files) == 4 and ds.num_rows == 23
+    _assert_read_chunk_matches(ds)
+
+
+def test_read_chunk_names_a_malformed_line_as_iter_chunks_does(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = [{"q": f"question {i:02d}", "n": i} for i in range(20)]
+    for n in range(2):
+        _write(folder / f"part-{n}.jsonl", rows[n * 10 : (n + 1) * 10], "jsonl", newline="\r\n", blank=True)
+    ds = open_dataset(folder)
+    ds.read_chunk(0, 4)  # the chunk index is built from the good file
+    bad = folder / "part-1.jsonl"
+    good = json.dumps(rows[16]).encode()
+    text = bad.read_bytes()
+    assert good in text
+    bad.write_bytes(text.replace(good, b"{" + b"x" * (len(good) - 2) + b"}"))  # same length: offsets hold
+    with pytest.raises(UserError) as streamed:
+        list(ds.iter_chunks(4))
+    with pytest.raises(UserError) as alone:
+        ds.read_chunk(4, 4)
+    assert str(alone.value) == str(streamed.value)
+    assert f"{bad}:19: malformed JSON line" in str(alone.value)  # line 7's third physical line
+    assert ds.read_chunk(3, 4)["n"].to_list() == [12, 13, 14, 15]
+
+
+def test_read_chunk_of_a_jsonl_is_random_access_not_a_stream(tmp_path, monkeypatch):
+    from anglecurate.data import formats
+
+    rows = [{"q": f"question {i}", "pad": "x" * 50} for i in range(4000)]
+    path = _write(tmp_path / "big.jsonl", rows, "jsonl")
+    size = path.stat().st_size
+    ds = open_dataset(path)
+    parsed = []
+    real_parse = formats.parse_lines
+    monkeypatch.setattr(formats, "parse_lines", lambda b, s=None: parsed.append(len(b)) or real_parse(b, s))
+    read = count_reads(monkeypatch, path)
+
+    last = ds.read_chunk(39, 100)
+    assert last["q"].to_list() == [f"question {i}" for i in range(3900, 4000)]
+    assert parsed == [100], "only the last chunk's lines are parsed"
+    assert read[0] <= size + size // 30, "one pass to find chunk starts, then only the last chunk"
+
+    read[0] = 0
+    assert ds.read_chunk(39, 100).equals(last)
+    assert read[0] <= size // 40 + 100, "the chunk starts are cached: now only the last chunk's bytes"
+
+    read[0] = 0
+    for i in reversed(range(40)):
+        ds.read_chunk(i, 100)
+    assert read[0] <= size + 2 * 4096, "every chunk once: the file once, not 40 passes over its head"
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_jsonl_lines_split_and_number_lines_as_text_mode_does(tmp_path, newline):
+    """The byte-offset reader numbers and keeps the lines Python's text mode gives: every
+    terminator (a CR at a buffer's end, a lone CR inside a line), blank and whitespace-only
+    lines, a last line without a newline, multi-byte characters."""
+    from anglecurate.data import formats
+
+    path = tmp_path / "d.jsonl"
+    body = [json.dumps({"q": "é✓" * (i % 5), "i": i}) for i in range(3000)]
+    mixed = '{"a":\r 1}\r\n\n \t\n\x0c\n' + newline.join(body) + "\r\r\n  "
+    path.write_bytes(mixed.encode())
+    with open(path, encoding="utf-8") as f:  # the reader iter_chunks used before offsets
+        expected = [(path, n, s if s.endswith("\n") else s + "\n") for n, s in enumerate(f, 1) if s.strip()]
+    assert list(formats.jsonl_lines([path])) == expected
+    starts = formats.jsonl_chunk_starts([path], 7)
+    assert [formats.jsonl_chunk([path], starts, i) for i in range(len(starts))] == [
+        expected[i : i + 7] for i in range(0, len(expected), 7)
+    ]
