@@ -264,7 +264,11 @@ def validate(
     target: str = typer.Option("grad_norm", help="grad_norm, loss, grad_mlp_in or rl_grad_norm."),
     rl_samples: int = typer.Option(0, help="RL-style target: completions sampled per prompt (0: off)."),
     max_new_tokens: int = typer.Option(512, help="Longest sampled completion (RL-style target)."),
-    reward: str = typer.Option("boxed", help="Reward: boxed (exact match of \\boxed{}) or module:function."),
+    reward: str = typer.Option(
+        "boxed",
+        help="RL-style target's reward: boxed (\\boxed{} matches), number (last number matches), "
+        "or module:function (TRL's signature).",
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     dtype: DType = typer.Option(DType.auto, help="Compute dtype; auto = the checkpoint's."),
     chat_template: str = typer.Option(

@@ -6,10 +6,12 @@ For one example, one real backward pass of the same model that scored it:
   turn after the scored prompt; the whole-model gradient norm of that loss, and the
   gradient norm of each layer's MLP input projections (the weights that read the very
   hidden states the angles are measured on).
-- ``rl``: GRPO's view. k completions are sampled (seeded), rewarded (exact match of the
-  final ``\\boxed{}`` by default, or any ``module:function``), turned into group advantages
-  (r - mean) / (std + eps), and the gradient norm of the advantage-weighted mean log-prob
-  loss is taken. A group whose rewards are all equal has zero advantages and no gradient.
+- ``rl``: GRPO's view. k completions are sampled (seeded, from a forked generator: the
+  caller's random state is left as it was), rewarded by :mod:`anglecurate.rewards.registry`
+  (``boxed`` by default, ``number``, or any ``module:function`` with TRL's reward signature),
+  turned into group advantages (r - mean) / (std + eps), and the gradient norm of the
+  advantage-weighted mean log-prob loss is taken. A group whose rewards are all equal has zero
+  advantages and no gradient.
 
 Why the MLP input projection: for a linear layer y_i = W x_i with output gradients g_i,
 dL/dW = sum_i g_i x_i^T, so ||dL/dW||_F^2 = sum_{i,j} <x_i, x_j> <g_i, g_j>: the Gram
@@ -19,18 +21,20 @@ weights the gradient's size (the paper's argument; tested in tests/evidence/test
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from jinja2 import TemplateError
 from torch import nn
 
 from anglecurate.base.errors import UserError
-from anglecurate.rewards.answers import boxed_match
+from anglecurate.rewards.registry import Reward
 
-Reward = Callable[[str, str], float]
+TEMPLATE_TARGET = "the assistant turn as the chat template renders it"
+REJECTED_TARGET = "answer+eos (the chat template rejected an assistant turn)"
+NOT_EXTENDED_TARGET = "answer+eos (the chat template's assistant turn does not extend the prompt)"
 
 
 def mlp_input_projections(mlps: list[nn.Module | None], probe: Callable[[], None]) -> list[list[nn.Linear]]:
@@ -67,30 +71,35 @@ def mlp_input_projections(mlps: list[nn.Module | None], probe: Callable[[], None
 @dataclass
 class AnswerExample:
     """A scored prompt followed by its reference answer. input_ids: [T] int64; the answer
-    is tokens [answer_start, T)."""
+    is tokens [answer_start, T); ``target`` says how the answer was rendered
+    (``TEMPLATE_TARGET``, or one of the ``answer+eos`` fallbacks)."""
 
     input_ids: torch.Tensor
     answer_start: int
+    target: str = TEMPLATE_TARGET
 
 
 def answer_example(
     tokenizer, chat_template: str, messages: list[dict], prompt_text: str, prompt_ids: list[int], answer: str
 ) -> AnswerExample:
     """The scored prompt tokens, then the answer as the template renders an assistant turn
-    (its closing tokens included); plain ``answer + eos`` when the template's rendering of
-    the longer conversation does not extend the prompt's."""
+    (its closing tokens included); plain ``answer + eos`` when the template rejects an
+    assistant turn or its rendering of the longer conversation does not extend the prompt's
+    (said in ``target``: validate warns and records it)."""
     try:
         full = tokenizer.apply_chat_template(
             [*messages, {"role": "assistant", "content": answer}], chat_template=chat_template, tokenize=False
         )
-    except Exception:  # a template that rejects an assistant turn: fall back below
-        full = ""
-    tail = full[len(prompt_text) :] if full.startswith(prompt_text) else answer + (tokenizer.eos_token or "")
+    except (TemplateError, ValueError):  # raise_exception() in the template, or no template
+        full, target = "", REJECTED_TARGET
+    else:
+        target = TEMPLATE_TARGET if full.startswith(prompt_text) else NOT_EXTENDED_TARGET
+    tail = full[len(prompt_text) :] if target == TEMPLATE_TARGET else answer + (tokenizer.eos_token or "")
     answer_ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
     if not answer_ids:
         raise UserError("a reference answer is empty; pick another --answer-field")
     ids = torch.tensor(prompt_ids + answer_ids, dtype=torch.long)
-    return AnswerExample(ids, len(prompt_ids))
+    return AnswerExample(ids, len(prompt_ids), target)
 
 
 def token_logprobs(lm: nn.Module, input_ids: torch.Tensor, start: int) -> torch.Tensor:
@@ -131,26 +140,6 @@ def answer_target(lm: nn.Module, example: AnswerExample, projections: list[list[
 # -- RL-style target --------------------------------------------------------------------------
 
 
-def boxed_reward(completion: str, answer: str) -> float:
-    """1.0 when the completion's last ``\\boxed{}`` equals the answer (its own ``\\boxed{}``
-    if it has one) after MATH-style normalisation (:mod:`anglecurate.rewards.answers`); else 0.0."""
-    return float(boxed_match(completion, answer))
-
-
-def load_reward(spec: str) -> Reward:
-    """``boxed`` or ``module:function`` taking (completion, answer) and returning a float."""
-    if spec == "boxed":
-        return boxed_reward
-    module, _, name = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise UserError(f"--reward {spec!r}: cannot import it ({exc}); use boxed or module:function") from exc
-    if not callable(fn):
-        raise UserError(f"--reward {spec!r} is not a function")
-    return fn
-
-
 def rl_target(
     lm: nn.Module,
     tokenizer,
@@ -161,15 +150,22 @@ def rl_target(
     samples: int,
     max_new_tokens: int,
     seed: int,
+    prompt: list[dict] | str | None = None,
 ) -> dict:
-    """GRPO on one prompt: sample, reward, group advantages, gradient of the weighted loss."""
+    """GRPO on one prompt: sample, reward, group advantages, gradient of the weighted loss.
+
+    ``reward`` has TRL's signature; it is given ``prompts`` (``prompt``: the conversation, or
+    the text), ``completions`` (conversational when ``prompt`` is a conversation, as TRL
+    passes them) and ``answer``, each a list of ``samples``. Sampling draws from a generator
+    seeded with ``seed`` and forked from torch's, which is left as it was."""
     device = next(lm.parameters()).device
-    prompt = torch.tensor([prompt_ids], device=device)
-    torch.manual_seed(seed)  # generate() draws from the global generator
-    with torch.no_grad():
+    prompt_t = torch.tensor([prompt_ids], device=device)
+    # generate() draws from torch's global generator: fork it, as the pilot's evaluation does
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+        torch.manual_seed(seed)
         out = lm.generate(
-            prompt.expand(samples, -1),
-            attention_mask=torch.ones(samples, prompt.shape[1], dtype=torch.long, device=device),
+            prompt_t.expand(samples, -1),
+            attention_mask=torch.ones(samples, prompt_t.shape[1], dtype=torch.long, device=device),
             do_sample=True,
             temperature=1.0,
             top_p=1.0,
@@ -180,14 +176,17 @@ def rl_target(
             else tokenizer.eos_token_id,
         )
     completions = []
-    for row in out[:, prompt.shape[1] :]:
+    for row in out[:, prompt_t.shape[1] :]:
         ids = row.tolist()
         if tokenizer.eos_token_id in ids:  # keep the end token: it is part of the action
             ids = ids[: ids.index(tokenizer.eos_token_id) + 1]
         completions.append(ids)
-    rewards = torch.tensor(
-        [reward(tokenizer.decode(c, skip_special_tokens=True), answer) for c in completions]
-    )
+    texts = [tokenizer.decode(c, skip_special_tokens=True) for c in completions]
+    chat = isinstance(prompt, list)
+    given = [[{"role": "assistant", "content": t}] for t in texts] if chat else texts
+    prompts = [prompt if prompt is not None else tokenizer.decode(prompt_ids)] * samples
+    scores = reward(prompts=prompts, completions=given, answer=[answer] * samples)
+    rewards = torch.tensor(_reward_values(scores, samples))
     advantages = (rewards - rewards.mean()) / (rewards.std(unbiased=False) + 1e-4)
     result = {"pass_rate": float(rewards.mean()), "zero_variance": bool(rewards.std() == 0)}
     if result["zero_variance"]:  # every advantage is 0: GRPO takes no step on this prompt
@@ -199,3 +198,14 @@ def rl_target(
             loss = loss - adv * token_logprobs(lm, full, len(prompt_ids)).mean() / samples
     total, _ = gradient_norms(lm, loss, projections)
     return result | {"rl_grad_norm": total}
+
+
+def _reward_values(scores, samples: int) -> list[float]:
+    """A reward's return value as ``samples`` floats (None, TRL's "not scored", as 0.0)."""
+    try:
+        values = [0.0 if s is None else float(s) for s in scores]
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"--reward must return a list of numbers, one per completion ({exc})") from exc
+    if len(values) != samples:
+        raise UserError(f"--reward returned {len(values)} rewards for {samples} completions; one each")
+    return values

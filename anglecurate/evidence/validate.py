@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ import torch
 from anglecurate.base.errors import UserError
 from anglecurate.base.progress import RowProgress
 from anglecurate.evidence import analysis
+from anglecurate.rewards.registry import resolve_reward
 from anglecurate.scoring.ranking import RankChoice, floats
 from anglecurate.scoring.store import OutputDir
 from anglecurate.stats.sampling import split_halves, stratified_sample
@@ -38,7 +40,7 @@ TARGETS = {
     "grad_norm": "whole-model gradient norm of the reference answer's LM loss",
     "loss": "LM loss (mean token NLL) of the reference answer",
     "grad_mlp_in": "gradient norm of the ranking layer's MLP input projections (answer loss)",
-    "rl_grad_norm": "gradient norm of the GRPO loss over k sampled completions (boxed exact match)",
+    "rl_grad_norm": "gradient norm of the GRPO loss over k sampled completions (rewarded by --reward)",
 }
 
 
@@ -52,7 +54,7 @@ class ValidateConfig:
     target: str = "grad_norm"
     rl_samples: int = 0  # k completions per prompt; 0: no RL-style target
     max_new_tokens: int = 512
-    reward: str = "boxed"
+    reward: str = "boxed"  # boxed, number or module:function (anglecurate.rewards.registry)
     device: str = "auto"
     dtype: str = "auto"
     chat_template: str | None = None
@@ -71,6 +73,8 @@ class ValidateConfig:
         for name in ("bootstrap", "permutations", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer")
+        if self.rl_samples:  # an unknown reward fails before the model loads
+            resolve_reward(self.reward)
 
 
 def run_validation(cfg: ValidateConfig, progress: RowProgress | None = None) -> dict:
@@ -103,9 +107,11 @@ def _run_validation(cfg: ValidateConfig, out: OutputDir, progress: RowProgress) 
     choose = split_halves(rows["rank"].to_numpy(), cfg.seed)
 
     measured = _measure(cfg, out, run, rows, progress)
+    answer_target = _answer_target(measured)
     frame = _per_example(rows, measured, choose, difficulty_field, run)
     report = _analyse(cfg, frame, rows, run, manifest)
     report |= {
+        "answer_target": answer_target,
         "ranking": str(out.root),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "options": asdict(cfg),
@@ -115,6 +121,22 @@ def _run_validation(cfg: ValidateConfig, out: OutputDir, progress: RowProgress) 
     atomic_write_parquet(frame, out.root / "validate.parquet")
     atomic_write_json(report, out.root / "validate.json")
     return report
+
+
+def _answer_target(measured: list[dict]) -> str:
+    """How the reference answers were rendered; a fallback to answer + eos is warned once."""
+    from anglecurate.evidence.gradients import TEMPLATE_TARGET
+
+    used = [m.get("answer_target", TEMPLATE_TARGET) for m in measured]  # older caches: the template
+    fallbacks = sorted(set(used) - {TEMPLATE_TARGET})
+    if not fallbacks:
+        return TEMPLATE_TARGET
+    n = sum(u != TEMPLATE_TARGET for u in used)
+    print(
+        f"warning: validate's answer target is {'; '.join(fallbacks)} for {n} of {len(measured)} examples",
+        file=sys.stderr,
+    )
+    return "; ".join(fallbacks)
 
 
 def _pick(given: str | None, candidates: tuple[str, ...], columns: list[str], option: str) -> str | None:
@@ -151,7 +173,7 @@ def _measure(cfg: ValidateConfig, out: OutputDir, run: dict, rows: pl.DataFrame,
     lm = model.base
     probe = torch.tensor([[0, 1]], device=device)
     projections = gradients.mlp_input_projections(model.mlps, lambda: lm(input_ids=probe, use_cache=False))
-    reward = gradients.load_reward(cfg.reward) if cfg.rl_samples else None
+    reward = resolve_reward(cfg.reward) if cfg.rl_samples else None
 
     cache = _Cache(out.root, cfg, run)
     done = cache.load()
@@ -172,12 +194,12 @@ def _measure(cfg: ValidateConfig, out: OutputDir, run: dict, rows: pl.DataFrame,
             spec.tokenizer, spec.renderer.chat_template, messages, rendered.text, seg.input_ids,
             row["_answer"] or "",
         )  # fmt: skip
-        result = gradients.answer_target(lm, example, projections)
+        result = gradients.answer_target(lm, example, projections) | {"answer_target": example.target}
         if reward is not None:
             seed = cfg.seed * 1_000_003 + int(row["rank"])
             result |= gradients.rl_target(
                 lm, spec.tokenizer, seg.input_ids, row["_answer"] or "", projections, reward,
-                cfg.rl_samples, cfg.max_new_tokens, seed,
+                cfg.rl_samples, cfg.max_new_tokens, seed, prompt=messages,
             )  # fmt: skip
         result["seconds"] = round(time.perf_counter() - t0, 3)
         cache.append(key, result)

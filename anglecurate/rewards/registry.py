@@ -1,14 +1,20 @@
-"""Reward functions of a pilot, with TRL's reward signature.
+"""The reward functions, with TRL's reward signature, and the one resolver of ``--reward``.
 
-``boxed``   1.0 when the last ``\\boxed{...}`` of the completion equals the answer after
-            MATH-style normalisation (spaces, ``\\left``/``\\right``, ``\\dfrac``, units
-            text, a trailing period, ``0.5`` vs ``.5``), else 0.0;
+Every reward is called as ``reward(prompts=..., completions=..., answer=..., **kwargs)`` and
+returns one float per completion (TRL's signature: dataset columns arrive as keyword lists,
+``answer`` among them); completions are plain strings or TRL's conversational
+``[{"role": "assistant", "content": ...}]`` lists. Used by validate's RL target, the
+pilot's training and held-out evaluation, and every later rollout.
+
+``boxed``   1.0 when the last ``\\boxed{...}`` of the completion equals the answer (its own
+            ``\\boxed{}`` if it has one) after MATH-style normalisation (spaces,
+            ``\\left``/``\\right``, ``\\dfrac``, units text, a trailing period, ``0.5`` vs
+            ``.5``), else 0.0;
 ``number``  1.0 when the last number in the completion equals the answer as a number;
-``module:function``  a user function ``f(prompts, completions, **kwargs) -> list[float]``
-            (TRL's signature: dataset columns arrive as keyword lists, ``answer`` among them).
+``module:function``  a user function ``f(completions, answer, **kwargs) -> list[float]``
+            importable from the working directory or PYTHONPATH.
 
-Each built-in is a pure function of strings, so training and held-out evaluation score
-alike; completions may be plain strings or TRL's conversational ``[{"role", "content"}]``.
+Each built-in is a pure function of strings, so training and held-out evaluation score alike.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from anglecurate.base.errors import UserError
 from anglecurate.rewards.answers import boxed_match, number_match
 
 BUILTIN_REWARDS = ("boxed", "number")
+Reward = Callable[..., list]
 
 
 def completion_text(completion) -> str:
@@ -41,18 +48,19 @@ def number_reward(completions, answer, **_) -> list[float]:
     return [float(number_match(completion_text(c), str(a))) for c, a in zip(completions, answer, strict=True)]
 
 
-def resolve_reward(spec: str) -> Callable:
+_BUILTIN = {"boxed": boxed_reward, "number": number_reward}
+
+
+def resolve_reward(spec: str) -> Reward:
     """``--reward``: ``boxed``, ``number`` or ``module:function`` (importable from here)."""
-    if spec == "boxed":
-        return boxed_reward
-    if spec == "number":
-        return number_reward
-    if ":" not in spec:
-        raise UserError(f"unknown --reward {spec!r}; pass boxed, number, or module:function")
+    if spec in _BUILTIN:
+        return _BUILTIN[spec]
     module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise UserError(f"unknown --reward {spec!r}; pass boxed, number, or module:function")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except (ImportError, SyntaxError) as exc:
         raise UserError(
             f"--reward {spec}: cannot import {module_name} ({exc}); is it on PYTHONPATH?"
         ) from exc

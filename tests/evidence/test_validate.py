@@ -13,6 +13,7 @@ from anglecurate.evidence import analysis, gradients
 from anglecurate.evidence.validate import ValidateConfig, run_validation
 from anglecurate.model.load import load_config, load_model, resolve_source
 from anglecurate.rewards.answers import last_boxed
+from anglecurate.rewards.registry import completion_text
 
 from ..helpers import run_cli
 
@@ -73,18 +74,14 @@ def test_answer_target_is_a_real_backward_pass(tiny_model_dir, tokenizer):
     assert result["grad_mlp_in_layers"][2] == pytest.approx(float(torch.sqrt(up + gate)), rel=1e-4)
 
 
-def test_boxed_reward():
+def test_last_boxed():
     assert last_boxed(r"so \boxed{1} then \boxed{\frac{a}{b}}.") == r"\frac{a}{b}"
     assert last_boxed(r"\boxed{unclosed") is None and last_boxed("none") is None
-    assert gradients.boxed_reward(r"The answer is $\boxed{ \dfrac{1}{2} }$", r"\frac{1}{2}") == 1.0
-    assert gradients.boxed_reward(r"\boxed{3}", r"The answer: \boxed{3}") == 1.0
-    assert gradients.boxed_reward(r"\boxed{4}", "3") == 0.0 and gradients.boxed_reward("3", "3") == 0.0
-    assert gradients.load_reward("tests.evidence.test_validate:odd_length")("abc", "") == 1.0
 
 
-def odd_length(completion: str, answer: str) -> float:
-    """A reward with variance on a random model: the tests' plug-in."""
-    return float(len(completion) % 2)
+def odd_length(completions, answer, **kwargs) -> list[float]:
+    """A reward with variance on a random model (TRL's signature): the tests' plug-in."""
+    return [float(len(completion_text(c)) % 2) for c in completions]
 
 
 def test_split_recommends_only_what_holds():
@@ -170,3 +167,73 @@ def test_rl_target_reports_zero_variance_groups(ranking):
     assert (frame.filter(zero)["rl_grad_norm"] == 0).all()
     assert (frame.filter(~zero)["rl_grad_norm"] > 0).all()
     assert sum(report["rl"]["pass_rate_histogram"].values()) == 8
+
+
+def test_validate_takes_the_number_reward(ranking, monkeypatch, capsys):
+    """`validate --reward number`: the reward of the pilot, resolved by the one registry."""
+    code, out, err = run_cli(
+        monkeypatch, capsys, "validate", "--ranking", ranking, "--sample", "8", "--seed", "3",
+        "--rl-samples", "2", "--reward", "number", "--max-new-tokens", "2",
+        "--bootstrap", "20", "--permutations", "20", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["options"]["reward"] == "number" and report["rl"]["samples"] == 2
+    assert sum(report["rl"]["pass_rate_histogram"].values()) == 8
+    code, _, err = run_cli(monkeypatch, capsys, "validate", "--ranking", ranking, "--rl-samples", "2",
+                           "--reward", "exact")  # fmt: skip
+    assert code == 2 and "unknown --reward 'exact'" in err and err.count("\n") == 1
+
+
+def _tiny_rl(tiny_model_dir, tokenizer):
+    model = _lm(tiny_model_dir)
+    messages = [{"role": "user", "content": "What is 2 + 2?"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return model, messages, ids
+
+
+def test_rl_target_leaves_the_global_generator_alone(tiny_model_dir, tokenizer):
+    model, messages, ids = _tiny_rl(tiny_model_dir, tokenizer)
+    projections = _projections(model)
+    seen = []
+
+    def recording(completions, answer, **kwargs):
+        seen.append([completion_text(c) for c in completions])
+        return odd_length(completions, answer)
+
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    for _ in range(2):
+        gradients.rl_target(model.base, tokenizer, ids, "4", projections, recording, 4, 6, 7, prompt=messages)
+        assert torch.equal(torch.random.get_rng_state(), before)  # the caller's stream is untouched
+    assert seen[0] == seen[1] and len(set(seen[0])) > 1  # the same seed: the same samples
+    gradients.rl_target(model.base, tokenizer, ids, "4", projections, recording, 4, 6, 8, prompt=messages)
+    assert seen[2] != seen[0]
+
+
+def test_answer_fallback_is_said(ranking, monkeypatch, capsys, tokenizer):
+    """A chat template that rejects an assistant turn: answer + eos, with a warning and a record."""
+    from jinja2 import TemplateError
+
+    owner = next(c for c in type(tokenizer).__mro__ if "apply_chat_template" in vars(c))
+    original = owner.apply_chat_template
+
+    def rejecting(self, conversation, *args, **kwargs):
+        if conversation and conversation[-1]["role"] == "assistant":
+            raise TemplateError("this template has no assistant turns")
+        return original(self, conversation, *args, **kwargs)
+
+    monkeypatch.setattr(owner, "apply_chat_template", rejecting)
+    report = run_validation(
+        ValidateConfig(ranking=str(ranking), sample=8, seed=11, bootstrap=20, permutations=20)
+    )
+    err = capsys.readouterr().err
+    assert report["answer_target"] == gradients.REJECTED_TARGET
+    assert json.loads((ranking / "validate.json").read_text())["answer_target"] == gradients.REJECTED_TARGET
+    assert err.count("warning:") == 1 and "rejected an assistant turn" in err and "8 of 8" in err
+    monkeypatch.undo()
+    report = run_validation(
+        ValidateConfig(ranking=str(ranking), sample=8, seed=12, bootstrap=20, permutations=20)
+    )
+    assert report["answer_target"] == gradients.TEMPLATE_TARGET and "warning" not in capsys.readouterr().err
