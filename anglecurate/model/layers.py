@@ -10,7 +10,9 @@ Everything is found by structure, never by attribute names:
   token (attention, state-space and linear-attention mixers), *position-wise* otherwise
   (MLPs, mixture-of-experts blocks, projections; RWKV's channel mix, which sees only the
   previous token, too). Only modules whose input is the [batch, tokens, hidden] residual
-  width count.
+  width count. A module that cannot be re-run on its recorded inputs (a wrong argument, a
+  shape check) is not position-wise; any other failure of that run is refused, naming the
+  module, as an unsupported model or a bug, never taken for a classification.
 - A layer's feed-forward block is the first position-wise module called in it, taking the
   hidden width, that is neither inside another such module (``mlp``, not ``mlp.up_proj``)
   nor inside a mixer that mixes on its own (attention's ``q_proj``). A whole decoder block
@@ -231,14 +233,33 @@ def _kind(call: _Call, hidden_size: int | None) -> str:
         with torch.inference_mode():
             before = _first_tensor(_call_with(call, kind, key, x))
             after = _first_tensor(_call_with(call, kind, key, bumped))
-    except Exception:
-        return "mix"  # cannot be run on its own: not a block to hook
+    except Exception as exc:
+        if _cannot_run_alone(exc):
+            return "mix"  # needs inputs of its own, not the recorded ones: not a block to hook
+        raise UserError(
+            f"probing {call.name!r} ({type(call.module).__name__}) of layer {call.layer} failed with "
+            f"{type(exc).__name__}: {first_line(exc)}; this model is unsupported or its code has a bug "
+            "(ANGLECURATE_DEBUG=1 shows the traceback)"
+        ) from exc
     if before is None or after is None or before.shape != after.shape or before.ndim < 2:
         return "other"
     last_before, last_after = before[..., -1, :].float(), after[..., -1, :].float()
     if not torch.allclose(last_before, last_after, rtol=1e-4, atol=1e-6):
         return "mix"
     return "pw" if residual else "other"
+
+
+# What re-running a module on its recorded inputs may legitimately raise: a wrong argument
+# (TypeError: it wants inputs its parent builds), a value or index it rejects, or torch's
+# shape and size checks. Anything else (AttributeError, a bare RuntimeError) is a bug or an
+# unsupported model, never a classification.
+_SHAPE_WORDS = ("shape", "size", "dimension", "dim ", "must match", "broadcast")
+
+
+def _cannot_run_alone(exc: Exception) -> bool:
+    if isinstance(exc, TypeError | ValueError | IndexError):
+        return True
+    return type(exc) is RuntimeError and any(w in str(exc).lower() for w in _SHAPE_WORDS)
 
 
 def _call_with(call: _Call, kind: str, key, x: torch.Tensor):

@@ -78,3 +78,85 @@ def test_dtype_resolution(tmp_path):
     assert resolve_dtype("auto", config, cpu) == torch.bfloat16  # the checkpoint's dtype
     config.dtype = torch.float16
     assert resolve_dtype("auto", config, cpu) == torch.float32  # no fp16 matmuls on CPU
+
+
+class _Mixer(torch.nn.Module):
+    """Causal token mixing: a running mean of a projection."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.proj = torch.nn.Linear(d, d)
+
+    def forward(self, x):
+        steps = torch.arange(1, x.shape[-2] + 1, device=x.device)[:, None]
+        return self.proj(x).cumsum(-2) / steps
+
+
+class _ParentBoundMLP(torch.nn.Module):
+    """An MLP that only runs inside its block: run alone (as the probe does) it raises ``error``."""
+
+    def __init__(self, d, error):
+        super().__init__()
+        self.up, self.down, self.error, self.inside = (
+            torch.nn.Linear(d, 2 * d),
+            torch.nn.Linear(2 * d, d),
+            error,
+            False,
+        )
+
+    def forward(self, x):
+        if not self.inside:
+            raise self.error
+        return self.down(torch.relu(self.up(x)))
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, d, error):
+        super().__init__()
+        self.mixer, self.mlp = _Mixer(d), _ParentBoundMLP(d, error)
+
+    def forward(self, x):
+        x = x + self.mixer(x)
+        self.mlp.inside = True
+        try:
+            return x + self.mlp(x)
+        finally:
+            self.mlp.inside = False
+
+
+class _Decoder(torch.nn.Module):
+    def __init__(self, error, d=8):
+        super().__init__()
+        self.embed = torch.nn.Embedding(16, d)
+        self.layers = torch.nn.ModuleList([_Block(d, error) for _ in range(2)])
+
+    def forward(self, input_ids, use_cache=False):
+        x = self.embed(input_ids)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("boom"), AttributeError("'NoneType' object has no attribute 'scale'")],
+    ids=["runtime", "attribute"],
+)
+def test_a_failing_probe_is_an_error_naming_the_module_not_a_classification(error):
+    from anglecurate.model.layers import wrap_model
+
+    with pytest.raises(UserError) as caught:
+        wrap_model(_Decoder(error), 2, hidden_size=8)
+    message = str(caught.value)
+    assert "probing 'mlp' (_ParentBoundMLP) of layer 0 failed with" in message and str(error) in message
+    assert "unsupported or its code has a bug" in message and "\n" not in message
+    assert caught.value.__cause__ is error
+
+
+def test_a_module_that_wants_its_own_inputs_is_not_position_wise():
+    """An expected failure of the probe (a wrong argument) still classes the module: here the
+    only feed-forward block, so the model is refused as having none."""
+    from anglecurate.model.layers import wrap_model
+
+    with pytest.raises(UserError, match="no layer of _Decoder has a feed-forward block"):
+        wrap_model(_Decoder(TypeError("forward() missing 1 required positional argument")), 2, hidden_size=8)
