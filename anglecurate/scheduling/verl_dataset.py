@@ -271,12 +271,17 @@ def _file_list(files) -> list[str]:
 
 def _trainer_setting(config, key: str):
     """``trainer.KEY`` of the whole verl config ``config`` (the ``data`` node) belongs to; None
-    when it has no such key or ``config`` stands alone."""
-    from omegaconf import OmegaConf
+    when it has no such key or ``config`` stands alone (a data node without a parent, or a
+    plain mapping). Any other failure (an interpolation that does not resolve, say) is the
+    config's error and is raised: it must not switch the trainer checks off."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
+    if not isinstance(config, DictConfig):  # a plain dict has no parent: nothing to check against
+        return None
     try:
         return OmegaConf.select(config, f"..trainer.{key}", default=None)
-    except Exception:  # a data config without a parent: nothing to check against
+    except (ConfigKeyError, ConfigAttributeError):  # a data config without a parent
         return None
 
 

@@ -311,3 +311,30 @@ def test_validation_file_equal_to_the_training_file_is_refused(schedule_dir, tmp
     config = verl_config(schedule_dir, tmp_path, data={"val_files": [str(schedule_dir / "rows.parquet")]})
     with pytest.raises(UserError, match="held-out"):
         create_rl_dataset(config.data.train_files, config.data, tokenizer, None, is_train=True)
+
+
+def test_a_trainer_setting_that_cannot_be_read_is_not_taken_for_absent(schedule_dir, tmp_path, tokenizer):
+    """Only a missing key or parent means "no trainer setting": a config that fails otherwise
+    (an interpolation that does not resolve) is raised, not a switched-off use_v1 check."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    config = verl_config(schedule_dir, tmp_path, trainer={"use_v1": "${trainer.no_such_key}"})
+    with pytest.raises(InterpolationResolutionError, match="no_such_key"):
+        create_rl_dataset(config.data.train_files, config.data, tokenizer, None, is_train=True)
+
+
+def test_a_data_config_without_a_trainer_reads_as_unset(monkeypatch):
+    from anglecurate.scheduling import verl_dataset
+
+    assert verl_dataset._trainer_setting(OmegaConf.create({"shuffle": False}), "use_v1") is None  # no parent
+    assert verl_dataset._trainer_setting({"shuffle": False}, "use_v1") is None  # a plain mapping
+    assert verl_dataset._trainer_setting(OmegaConf.create({"data": {}}).data, "use_v1") is None  # no trainer
+    whole = OmegaConf.create({"data": {}, "trainer": {"use_v1": True}})
+    assert verl_dataset._trainer_setting(whole.data, "use_v1") is True
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(OmegaConf, "select", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        verl_dataset._trainer_setting(whole.data, "use_v1")
