@@ -222,6 +222,11 @@ def read_feedback(
 
     if not reward_max > reward_min:
         raise UserError(f"--reward-max ({reward_max}) must exceed --reward-min ({reward_min})")
+    if not Path(path).is_file():  # a local file: never a --data spec, never looked up on the hub
+        what = "is not a file" if Path(path).exists() else "not found"
+        raise UserError(
+            f"--feedback {path} {what}; pass the JSONL, JSON or Parquet file of the epoch's rewards"
+        )
     ds = open_dataset(path)
     frame = pl.concat([f for _, f in ds.iter_chunks(1 << 16)])
     column = next((c for c in ("reward", "accuracy") if c in frame.columns), None)

@@ -112,3 +112,26 @@ def test_schedule_errors(ranking, tmp_path, monkeypatch, capsys):
     acc.write_text('{"accuracy": 1.5}\n')
     fails("update", "--schedule", tmp_path / "s", "--feedback", acc, needle="[0, 1]")
     fails("update", "--schedule", tmp_path / "nothing", "--feedback", acc, needle="holds no schedule")
+
+
+def test_missing_feedback_is_named_without_a_hub_lookup(ranking, tmp_path, monkeypatch, capsys):
+    """`schedule update --feedback missing.jsonl`: the --feedback option is named, and the
+    path is never tried as a hub dataset id."""
+    from anglecurate.data import sources
+
+    create_schedule(ScheduleConfig(str(ranking), str(tmp_path / "s"), per_epoch=5))
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("looked up on the hub")
+
+    monkeypatch.setattr(sources, "_hub", no_hub)
+    monkeypatch.chdir(tmp_path)
+    for given, said in [
+        ("missing.jsonl", "not found"),
+        ("org/missing.jsonl", "not found"),
+        (".", "is not a file"),
+    ]:
+        code, _, err = run_cli(
+            monkeypatch, capsys, "schedule", "update", "--schedule", "s", "--feedback", given
+        )
+        assert code == 2 and err.startswith(f"error: --feedback {given} {said}") and err.count("\n") == 1, err
