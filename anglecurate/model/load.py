@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 
@@ -88,38 +88,26 @@ def _gguf_utils():
 
 @contextmanager
 def _hub_sealed():
-    """Offline and quiet while transformers loads files; everything restored afterwards.
+    """Quiet while transformers loads files; everything it touches restored exactly afterwards.
 
-    ``local_files_only`` already keeps loading off the hub; the offline variables stop any
-    other path. Our own progress bar and errors speak for the run, so transformers' logging
-    and the tqdm bar that GGUF dequantisation draws are silenced meanwhile.
+    ``local_files_only`` keeps loading off the hub, so the process environment is left alone.
+    Our own progress bar and errors speak for the run, so transformers' logging (its library
+    logger's own level, NOTSET included) and its progress bars, and the tqdm bar that GGUF
+    dequantisation draws (bound at import, so swapped), are silenced meanwhile, whatever the
+    load raises.
     """
     from transformers.utils import logging
 
-    overrides = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    saved_env = {k: os.environ.get(k) for k in overrides}
-    saved_verbosity = logging.get_verbosity()
-    bars_enabled = logging.is_progress_bar_enabled()
-    os.environ.update(overrides)
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    gguf_utils = _gguf_utils()
-    gguf_tqdm = getattr(gguf_utils, "tqdm", None) if gguf_utils else None
-    if gguf_tqdm is not None:  # it reads TQDM_DISABLE only at import, so swap it out
-        gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
-    try:
+    root = logging._get_library_root_logger()
+    with ExitStack() as stack:
+        stack.enter_context(patch.object(logging, "_tqdm_active", False))
+        gguf_utils = _gguf_utils()
+        if getattr(gguf_utils, "tqdm", None) is not None:
+            stack.enter_context(patch.object(gguf_utils, "tqdm", lambda iterable, *args, **kwargs: iterable))
+        level = root.level
+        stack.callback(root.setLevel, level)  # setLevel, not the attribute: it clears logging's cache
+        root.setLevel(logging.ERROR)
         yield
-    finally:
-        if gguf_tqdm is not None:
-            gguf_utils.tqdm = gguf_tqdm
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        logging.set_verbosity(saved_verbosity)
-        if bars_enabled:
-            logging.enable_progress_bar()
 
 
 def has_chat_template(source: ModelSource) -> bool:

@@ -160,3 +160,44 @@ def test_a_module_that_wants_its_own_inputs_is_not_position_wise():
 
     with pytest.raises(UserError, match="no layer of _Decoder has a feed-forward block"):
         wrap_model(_Decoder(TypeError("forward() missing 1 required positional argument")), 2, hidden_size=8)
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["loads", "fails"])
+def test_loading_leaves_the_environment_and_restores_transformers_quiet(tmp_path, monkeypatch, fails):
+    """os.environ is never changed by a load (local_files_only keeps it off the hub), and
+    transformers' logger level (NOTSET included) and progress-bar switch come back exactly,
+    even when the load raises."""
+    import logging as std_logging
+    import os
+
+    from transformers import AutoConfig
+    from transformers.utils import logging
+
+    path = build_tiny_model("llama", 300, tmp_path / "m")
+    source = resolve_source(str(path))
+    original = AutoConfig.from_pretrained.__func__
+    seen = {}
+
+    def observing(cls, *args, **kwargs):
+        seen.update(
+            env=dict(os.environ), level=logging.get_verbosity(), bars=logging.is_progress_bar_enabled()
+        )
+        if fails:
+            raise OSError("disk on fire")
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", classmethod(observing))
+    root = logging._get_library_root_logger()
+    monkeypatch.setattr(root, "level", root.level)  # put back after the test, whatever happens
+    monkeypatch.setattr(logging, "_tqdm_active", logging._tqdm_active)
+    root.setLevel(std_logging.NOTSET)
+    logging.enable_progress_bar()
+    before = dict(os.environ)
+    if fails:
+        with pytest.raises(UserError, match="disk on fire"):
+            load_config(source)
+    else:
+        assert load_config(source).num_hidden_layers == 3
+    assert seen["env"] == before and dict(os.environ) == before  # during and after
+    assert seen["level"] == logging.ERROR and seen["bars"] is False  # quiet while loading
+    assert root.level == std_logging.NOTSET and logging.is_progress_bar_enabled()
