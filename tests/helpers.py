@@ -95,3 +95,22 @@ def killed_after(writes: int):
         yield written
     finally:
         OutputDir.write_chunk = original
+
+
+# `anglecurate ARGS` run as a script that kills itself with SIGKILL on the ranking's second
+# staged file write: inside the ranking lock (a re-rank, or a shard's merge), half a ranking
+# staged. Run it as ``[sys.executable, "-c", KILLED_IN_RANKING, *args]``.
+KILLED_IN_RANKING = """
+import os, signal, sys
+import anglecurate.scoring.store as store
+real, calls = store.write_parquet, []
+def dying(frame, path):
+    calls.append(path)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(frame, path)
+store.write_parquet = dying
+sys.argv = ["anglecurate", *sys.argv[1:]]
+from anglecurate.cli.app import main
+main()
+"""

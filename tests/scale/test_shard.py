@@ -19,7 +19,7 @@ from anglecurate.scoring.merge import merge
 from anglecurate.scoring.pipeline import score
 from anglecurate.scoring.store import OutputDir
 
-from ..helpers import killed_after, read_ranked, run_cli
+from ..helpers import KILLED_IN_RANKING, killed_after, read_ranked, run_cli
 
 N_ROWS = 45
 
@@ -100,31 +100,13 @@ def test_shards_merge_into_the_single_run_even_after_a_kill(
     assert merge(out).status == "already complete"
 
 
-# `anglecurate ARGS` that kills itself with SIGKILL on the ranking's second staged file write:
-# inside the merge, holding the ranking lock, with half a ranking staged.
-KILLED_IN_MERGE = """
-import os, signal, sys
-import anglecurate.scoring.store as store
-real, calls = store.write_parquet, []
-def dying(frame, path):
-    calls.append(path)
-    if len(calls) == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(frame, path)
-store.write_parquet = dying
-sys.argv = ["anglecurate", *sys.argv[1:]]
-from anglecurate.cli.app import main
-main()
-"""
-
-
 def cli_args(model, data, out, *extra) -> list[str]:
     args = ["--model", model, "--data", data, "--out", out, "--field", "q", "--id-field", "id"]
     return [*map(str, args), "--dtype", "fp32", "--chunk-rows", "8", "--skip-invalid", *extra]
 
 
 def _killed(*args):
-    cmd = [sys.executable, "-c", KILLED_IN_MERGE, *map(str, args)]
+    cmd = [sys.executable, "-c", KILLED_IN_RANKING, *map(str, args)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=cli_env())
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
 

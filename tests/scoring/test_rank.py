@@ -22,7 +22,7 @@ from anglecurate.scoring.rerank import rerank
 from anglecurate.scoring.store import OutputDir
 from anglecurate.stats.isotonic import isotonic_residuals
 
-from ..helpers import batch1_mlp_inputs, read_ranked, run_cli
+from ..helpers import KILLED_IN_RANKING, batch1_mlp_inputs, read_ranked, run_cli
 from .test_gainrl_reference import naive
 
 
@@ -131,24 +131,6 @@ def test_rank_is_atomic_when_killed_mid_swap(copy, monkeypatch):
     assert read_ranked(copy).equals(before) and _manifest(copy)["ranking"]["layer"] == 0
     OutputDir(copy).read_manifest()
     assert not (copy / ".anglecurate").exists()
-
-
-# `anglecurate ARGS` that kills itself with SIGKILL on the ranking's second staged file write:
-# inside the ranking lock, with half a ranking staged.
-KILLED_IN_RANKING = """
-import os, signal, sys
-import anglecurate.scoring.store as store
-real, calls = store.write_parquet, []
-def dying(frame, path):
-    calls.append(path)
-    if len(calls) == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(frame, path)
-store.write_parquet = dying
-sys.argv = ["anglecurate", *sys.argv[1:]]
-from anglecurate.cli.app import main
-main()
-"""
 
 
 def test_rank_killed_with_sigkill_is_finished_by_a_plain_rerun(scored, copy, tmp_path, monkeypatch, capsys):
