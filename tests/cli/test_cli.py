@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import polars as pl
 import pytest
@@ -31,9 +33,29 @@ def _one_line_error(code, err, *needles):
         assert needle in lines[0], lines[0]
 
 
-def test_help_is_fast_and_lists_commands(monkeypatch, capsys):
-    code, out, _ = run_cli(monkeypatch, capsys, "--help")
-    assert code == 0 and "score" in out and "inspect" in out and "show" in out
+HEAVY = ("torch", "transformers", "polars", "numpy", "pyarrow", "datasets")  # not rich: typer renders help
+# `anglecurate --help` in a fresh interpreter, then the heavy libraries it loaded, on stderr.
+HELP = f"""
+import sys
+import anglecurate
+print("import:", *sorted(set(sys.modules) & set({HEAVY!r})), file=sys.stderr)
+from anglecurate.cli import main
+sys.argv = ["anglecurate", "--help"]
+try:
+    main()
+finally:
+    print("help:", *sorted(set(sys.modules) & set({HEAVY!r})), file=sys.stderr)
+"""
+
+
+def test_help_lists_commands_without_loading_the_heavy_libraries():
+    """`import anglecurate` and `anglecurate --help` load none of torch, transformers, polars
+    (the commands load them when they run). How long they take: benchmarks/bench_startup.py."""
+    done = subprocess.run([sys.executable, "-c", HELP], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "score" in done.stdout and "inspect" in done.stdout and "show" in done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert lines[-2:] == ["import:", "help:"], done.stderr
 
 
 def test_score_json_summary_and_show(monkeypatch, capsys, tiny_model_dir, data, tmp_path):
