@@ -92,15 +92,16 @@ def base_model(tiny_model_dir, tmp_path):
 def test_a_model_without_a_template_is_refused_before_loading_naming_both_ways(
     base_model, math_json, tmp_path, monkeypatch, capsys
 ):
-    from anglecurate.scoring import pipeline
+    from anglecurate.scoring import pipeline, spec
 
     assert not has_chat_template(resolve_source(str(base_model)))
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the template check must come before anything slow")
 
-    for slow in ("load_tokenizer", "load_config", "open_dataset", "load_model"):
-        monkeypatch.setattr(pipeline, slow, no_loading)
+    monkeypatch.setattr(pipeline, "open_dataset", no_loading)
+    for slow in ("load_tokenizer", "load_config", "load_model"):  # the run spec loads them
+        monkeypatch.setattr(spec, slow, no_loading)
     out = tmp_path / "out"
     code, _, err = run_cli(
         monkeypatch, capsys, "score", "--model", base_model, "--data", math_json, "--out", out
