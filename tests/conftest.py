@@ -141,3 +141,35 @@ def offline_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
     monkeypatch.chdir(tmp_path)  # no local folder shadows an org/name id
     return cache
+
+
+# Skips that mean part of the suite did not run here: the summary says so in one block, so
+# a run without root (no tmpfs fault tests), without a GPU or without the shared data can't
+# pass for a full one.
+NOTABLE_SKIPS = {
+    "tmpfs": "storage faults on a real tmpfs (need root and mount; CI runs as root)",
+    "CUDA": "GPU tests (no CUDA device)",
+    "shared data folder": "tests on the shared MATH/GSM8K data (folder absent)",
+}
+
+
+def notable_skips(reasons: list[str]) -> dict[str, int]:
+    """{what did not run: how many tests} for the skip reasons the summary calls out."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        for marker, what in NOTABLE_SKIPS.items():
+            if marker in reason:
+                counts[what] = counts.get(what, 0) + 1
+    return counts
+
+
+def pytest_terminal_summary(terminalreporter):
+    reasons = []
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reasons.append(longrepr[2] if isinstance(longrepr, tuple) else str(longrepr))
+    counts = notable_skips(reasons)
+    if counts:
+        terminalreporter.section("not run here")
+        for what, n in counts.items():
+            terminalreporter.line(f"{n} skipped: {what}")

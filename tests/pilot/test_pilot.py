@@ -204,3 +204,85 @@ def test_smollm2_pilot_trains_the_real_gguf_model(monkeypatch, capsys, tmp_path)
     curves = pl.read_parquet(out / "pilot.parquet")
     assert curves.height == 4 and curves["tokens"].max() > 0
     assert set(json.loads(stdout)["arms"]) == {"uniform", "length"}
+
+
+REWARD_MODULE = '''
+def odd_length(completions, answer, **_):
+    """1.0 when the completion's length plus the answer is odd: a reward that tells the
+    untrained tiny model's answers apart even when they are all alike."""
+    text = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+    return [float((len(t) + int(a)) % 2) for t, a in zip(text, answer)]
+'''
+
+
+def _hand_accuracy(model_dir, questions: list[str], answers: list[str], max_new: int, reward):
+    """Greedy answers one prompt at a time (no batch, no padding, argmax token by token),
+    rewarded and averaged: what the pilot's first evaluation must equal."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    scores, tokens = [], 0
+    for question, answer in zip(questions, answers, strict=True):
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+        ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        new = []
+        with torch.no_grad():
+            for _ in range(max_new):
+                nxt = int(
+                    model(torch.cat([ids, torch.tensor([new], dtype=ids.dtype)], 1)).logits[0, -1].argmax()
+                )
+                new.append(nxt)
+                if nxt == tok.eos_token_id:
+                    break
+        tokens += sum(t != pad for t in new)
+        completion = [{"role": "assistant", "content": tok.decode(new, skip_special_tokens=True)}]
+        (r,) = reward(completions=[completion], answer=[answer])
+        scores.append(min(max(r, 0.0), 1.0))
+    return sum(scores) / len(scores), tokens
+
+
+def test_pilot_values_match_a_hand_computation(monkeypatch, capsys, tiny_model_dir, data, tmp_path):
+    """Values, not keys: the first held-out accuracy and its tokens against a hand loop over
+    the untrained model, and every summary figure against the curve it summarises."""
+    (tmp_path / "hand_reward.py").write_text(REWARD_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "p"
+    args = pilot_args(tiny_model_dir, data, out, "--arms", "uniform", "--reward", "hand_reward:odd_length")
+    args[args.index("--max-completion-length") + 1] = "6"
+    code, stdout, err = run_cli(monkeypatch, capsys, *args, "--json")
+    assert code == 0, err
+    held = pl.read_parquet(out / "data" / "eval.parquet")
+    from hand_reward import odd_length
+
+    accuracy, tokens = _hand_accuracy(
+        tiny_model_dir, held["problem"].to_list(), held["answer"].to_list(), 6, odd_length
+    )
+    curve = pl.read_parquet(out / "pilot.parquet").sort("step")
+    first = curve.row(0, named=True)
+    assert first["step"] == 0 and first["tokens"] == 0
+    assert first["accuracy"] == pytest.approx(accuracy) and first["eval_tokens"] == tokens
+    assert 0 < accuracy < 1  # the reward tells completions apart, so the comparison can fail
+    assert curve["eval_tokens"].to_list() == sorted(curve["eval_tokens"].to_list())  # cumulative
+
+    entry = json.loads(stdout)["arms"]["uniform"]
+    steps, acc = curve["step"].to_list(), curve["accuracy"].to_list()
+    trapezoids = sum((steps[i + 1] - steps[i]) * (acc[i] + acc[i + 1]) / 2 for i in range(len(steps) - 1))
+    assert entry["initial_accuracy"] == pytest.approx(acc[0])
+    assert entry["final_accuracy"] == pytest.approx(acc[-1])
+    assert entry["best_accuracy"] == pytest.approx(max(acc))
+    assert entry["auc"] == pytest.approx(trapezoids / (steps[-1] - steps[0]))
+    assert entry["steps"] == steps[-1] and entry["tokens"] == curve["tokens"][-1]
+    reached = next(i for i, a in enumerate(acc) if a >= acc[-1])  # uniform's own target
+    assert entry["steps_to_target"] == pytest.approx(
+        steps[reached]
+        if reached == 0 or acc[reached - 1] == acc[reached]
+        else steps[reached - 1]
+        + (acc[-1] - acc[reached - 1])
+        * (steps[reached] - steps[reached - 1])
+        / (acc[reached] - acc[reached - 1])
+    )

@@ -157,11 +157,13 @@ def _tmpfs(path, size: str, *options: str):
     """A real, tiny file system (root only; skipped where mounting is not allowed)."""
     path.mkdir()
     opts = ",".join([f"size={size}", *options])
-    if (
-        os.geteuid() != 0
-        or subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)]).returncode
-    ):
+    if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"mounting a tmpfs was refused: {mounted.stderr.strip()}")
     try:
         yield path
     finally:
