@@ -4,6 +4,8 @@ write       gathers what the report shows from the ranking (and validate's outpu
             writes OUT/report/ atomically
 summaries   pure reductions of the ranking's columns (per-layer spreads, categories)
 figures     one PNG per figure, drawn with matplotlib (imported lazily)
+plotting    how the figures look: style and sizes for the page, whole-number ticks,
+            legends and notes under the plots, binned medians
 page        the self-contained HTML page around them
 pilot_section  the pilot's verdict, table and figure, when a pilot scored the ranking
 """

@@ -1,54 +1,44 @@
 """The report's figures: each drawing function makes one PNG from arrays that
 :mod:`anglecurate.reporting.write` read (and :mod:`anglecurate.reporting.summaries` reduced) and returns its
-path. matplotlib is imported inside :func:`pyplot` (Agg backend), so importing anglecurate
-never pulls it in."""
+path. Style, sizes and shared layout are :mod:`anglecurate.reporting.plotting`'s; matplotlib
+is imported inside :func:`pyplot` (Agg backend), so importing anglecurate never pulls it in.
+
+Read at a glance: layer axes tick whole layers only, legends and notes sit under the plots,
+and a figure says in words when it drew a sample or had too few rows for a line."""
 
 from __future__ import annotations
 
-import functools
 import re
-import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from anglecurate.base.errors import UserError
 from anglecurate.reporting import summaries
+from anglecurate.reporting.plotting import (
+    NOTE_SIZE,
+    PAGE_WIDTH,
+    binned_median,
+    finish,
+    integer_ticks,
+    pyplot,
+    styled,
+    wide,
+)
+from anglecurate.reporting.plotting import save as _save
+from anglecurate.reporting.plotting import scatter as _scatter
 from anglecurate.stats.correlation import spearman
 
 TOP, BOTTOM, ALL = "#1b7837", "#c2410c", "#333333"  # top decile, bottom decile, all rows
 COMPONENT_COLORS = {"intra": "#2166ac", "inter": "#b2182b", "combined": "#5e3c99"}
 HALF_COLORS = {"choose": "#2166ac", "hold_out": "#d95f02"}
-STYLE = {
-    "figure.dpi": 110,
-    "savefig.dpi": 110,
-    "font.size": 9.5,
-    "axes.titlesize": 10.5,
-    "axes.labelsize": 9.5,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "grid.linewidth": 0.6,
-    "legend.frameon": False,
-    "legend.fontsize": 8.5,
+MARK_COLORS = {  # validate_layers' marked layers, none a component's colour
+    "recommended": "#e6ab02",
+    "chosen on first half": "#66a61e",
+    "ranking layer": "#777777",
 }
-
-
-def pyplot():
-    """matplotlib's pyplot, on the Agg backend (no display needed) unless the caller's process
-    already imported pyplot with a backend of its own (a notebook keeps its inline plots)."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise UserError("anglecurate report needs matplotlib: pip install matplotlib") from None
-    if "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def fmt_rho(rho: float, n: int) -> str:
@@ -67,68 +57,6 @@ def file_stem(column: str, taken: set[str]) -> str:
         out, k = f"{stem}_{k}", k + 1
     taken.add(out)
     return out
-
-
-def styled(draw):
-    """Run a drawing function under the report's rc settings, leaving the caller's untouched."""
-
-    @functools.wraps(draw)
-    def wrapper(*args, **kwargs):
-        with pyplot().rc_context(STYLE):
-            return draw(*args, **kwargs)
-
-    return wrapper
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, format="png")
-    pyplot().close(fig)
-    return path
-
-
-def _alpha(n: int) -> float:
-    return float(np.clip(30.0 / np.sqrt(max(n, 1)), 0.08, 0.8))
-
-
-def _binned_median(ax, x: np.ndarray, y: np.ndarray, log: bool) -> None:
-    """A running median of y over quantile bins of x, so a trend shows through the cloud."""
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(x) < 40 or np.ptp(x) == 0:
-        return
-    edges = np.unique(np.quantile(x, np.linspace(0, 1, min(21, len(x) // 20 + 1))))
-    if len(edges) < 3:
-        return
-    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
-    centers, medians = [], []
-    for b in range(len(edges) - 1):
-        sel = which == b
-        if sel.sum() >= 5:
-            lo, hi = edges[b], edges[b + 1]
-            centers.append(np.sqrt(lo * hi) if log and lo > 0 else (lo + hi) / 2)
-            medians.append(np.median(y[sel]))
-    if len(centers) >= 2:
-        ax.plot(centers, medians, color="black", lw=1.6, label="binned median")
-        ax.legend(loc="best")
-
-
-def wide(x: np.ndarray) -> bool:
-    """Positive values spanning more than 30x: drawn on a log axis."""
-    x = x[np.isfinite(x)]
-    return bool(len(x) and x.min() > 0 and x.max() / x.min() > 30)
-
-
-def _scatter(ax, x, y, n_total: int, log: bool, color="#2166ac") -> None:
-    """Scatter of the shown rows (``len(x)`` of ``n_total``, a seeded sample when fewer)."""
-    keep = np.isfinite(x) & np.isfinite(y)
-    ax.scatter(x[keep], y[keep], s=7, alpha=_alpha(int(keep.sum())), color=color, linewidths=0)
-    if log:
-        ax.set_xscale("log")
-    if len(x) < n_total:
-        note = f"showing a seeded sample of {len(x):,} of {n_total:,} rows"
-        ax.text(
-            0.99, 0.01, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=7.5, color="#555555"
-        )
 
 
 @dataclass
@@ -159,8 +87,9 @@ def score_distribution(path: Path, score: np.ndarray, controlled: np.ndarray | N
     panels = [("score", score)] + (
         [("score_length_controlled", controlled)] if controlled is not None else []
     )
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 0.8, 3.9), squeeze=False)
-    for ax, (name, values) in zip(axes[0], panels, strict=True):
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.8 if len(panels) == 1 else PAGE_WIDTH, 4.2))
+    axes = np.atleast_1d(axes)
+    for ax, (name, values) in zip(axes, panels, strict=True):
         finite = values[np.isfinite(values)]
         nan = len(values) - len(finite)
         if len(finite):
@@ -169,13 +98,17 @@ def score_distribution(path: Path, score: np.ndarray, controlled: np.ndarray | N
             ax.axvline(p50, color="black", lw=1.2, label=f"median {p50:.4g}")
             ax.axvline(p10, color=BOTTOM, lw=1, ls="--", label=f"10th pct {p10:.4g}")
             ax.axvline(p90, color=TOP, lw=1, ls="--", label=f"90th pct {p90:.4g}")
-            ax.legend(loc="best", fontsize=7.5)
+            # under the panel, where it covers no bar (tight_layout makes room for it)
+            ncol = 3 if len(panels) == 1 else 2
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=ncol, fontsize=NOTE_SIZE)
         ax.set_xlabel(name)
         ax.set_ylabel("rows")
         key = " (ranks the rows)" if name == "score_length_controlled" else ""
         shown = f"{len(finite):,} rows" + (f", {nan:,} NaN not shown" if nan else "")
-        ax.set_title(f"{name}{key}: {shown}", fontsize=9.5)
-    fig.suptitle(info.title(), fontsize=10.5)
+        ax.set_title(f"{name}{key}:\n{shown}" if len(panels) > 1 else f"{name}: {shown}", fontsize=10.5)
+    fig.suptitle(
+        textwrap.fill(info.title(), int(fig.get_figwidth() * 11)), fontsize=11
+    )  # never past the edge
     fig.tight_layout()
     return _save(fig, path)
 
@@ -184,7 +117,7 @@ def score_distribution(path: Path, score: np.ndarray, controlled: np.ndarray | N
 def layers(path: Path, layer_ids: list[int], stats: dict, rank_layer: int | None, deciles: int):
     """``stats[component][group]``: LayerStats, groups "all", "top", "bottom"."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.2), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 4.8), sharex=True)
     x = np.asarray(layer_ids)
     marker = "o" if len(x) <= 40 else None
     for ax, component in zip(axes, ("intra", "inter"), strict=True):
@@ -207,28 +140,17 @@ def layers(path: Path, layer_ids: list[int], stats: dict, rank_layer: int | None
             ax.plot(x, s.mean, color=color, marker=marker, ms=3, lw=1.6, label=label + " mean \u00b1 1 sd")
         s = groups["all"]
         ax.plot(x, s.mean, color=ALL, ls="--", lw=1.3, label=f"all rows ({s.rows:,}) mean")
-        if rank_layer is not None:
-            ax.axvline(rank_layer, color="black", lw=0.9, ls=":")
-            ax.annotate(
-                f"ranking layer {rank_layer}",
-                xy=(rank_layer, 1.0),
-                xycoords=("data", "axes fraction"),
-                xytext=(3, -3),
-                textcoords="offset points",
-                ha="left",
-                va="top",
-                fontsize=8,
-            )
+        if rank_layer is not None:  # named in the legend: a label on the plot runs past its edge
+            ax.axvline(rank_layer, color="black", lw=0.9, ls=":", label=f"ranking layer {rank_layer}")
         ax.set_title(
             f"c_{component}: mean cosine "
             + ("within the question" if component == "intra" else "question \u00d7 prefix")
         )
         ax.set_xlabel("model layer")
         ax.set_ylabel(f"c_{component}")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Angle concentration across depth: highest- vs lowest-ranked rows", fontsize=10.5)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+        integer_ticks(ax.xaxis)
+    fig.suptitle("Angle concentration across depth: highest- vs lowest-ranked rows", fontsize=11.5)
+    finish(fig, *axes[0].get_legend_handles_labels(), ncol=2)
     return _save(fig, path)
 
 
@@ -245,23 +167,37 @@ def score_vs(
 ):
     """Scatter of score against a numeric column, with a binned median and the rank correlation."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    _scatter(ax, x, score, n_total, log)
-    _binned_median(ax, x, score, log)
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    notes = [binned_median(ax, x, score, xlabel.split(" (")[0])]
+    notes += _scatter(ax, x, score, n_total, log)
     ax.set_xlabel(xlabel + (" (log scale)" if log else ""))
     ax.set_ylabel("score")
-    ax.set_title(f"score vs {xlabel}: {fmt_rho(rho, n)}")
-    fig.tight_layout()
+    ax.set_title(textwrap.fill(f"score vs {xlabel}: {fmt_rho(rho, n)}", 72))
+    finish(fig, notes=notes)
     return _save(fig, path)
+
+
+def tick_labels(categories: list[tuple[str, np.ndarray]], chars: int) -> tuple[list[str], bool]:
+    """Each category's tick label and whether they must be rotated. Upright: the name wrapped
+    at spaces to ``chars`` a line (at most 3 lines), then its count; when a word or the name
+    does not fit, one line "name (n=...)" (cut to 40 characters), to be set at 45 degrees."""
+    names = [str(name) for name, _ in categories]
+    counts = [f"(n={len(v):,})" for _, v in categories]
+    wrapped = [textwrap.wrap(name, max(chars, 1), break_long_words=False) or [""] for name in names]
+    if all(len(lines) <= 3 and all(len(line) <= chars for line in lines) for lines in wrapped):
+        return ["\n".join([*lines, n]) for lines, n in zip(wrapped, counts, strict=True)], False
+    cut = [name if len(name) <= 40 else name[:39] + "\u2026" for name in names]
+    return [f"{name} {n}" for name, n in zip(cut, counts, strict=True)], True
 
 
 @styled
 def score_by_category(path: Path, column: str, categories: list[tuple[str, np.ndarray]], other: int):
     """Box plot of score per category (already sorted and capped); ``other``: categories folded."""
     plt = pyplot()
-    width = min(14.0, max(6.0, 0.55 * len(categories) + 2.5))
-    fig, ax = plt.subplots(figsize=(width, 4.6))
-    labels = [f"{name}\n(n={len(v):,})" for name, v in categories]
+    width = min(PAGE_WIDTH, max(6.0, 0.85 * len(categories) + 2.0))
+    fig, ax = plt.subplots(figsize=(width, 4.8))
+    chars = int((width - 1.3) / len(categories) * 11)  # characters of 10 pt type under one box
+    labels, rotate = tick_labels(categories, chars)
     data = [v[np.isfinite(v)] for _, v in categories]
     shown = [d if len(d) else np.array([np.nan]) for d in data]
     ax.boxplot(
@@ -274,35 +210,32 @@ def score_by_category(path: Path, column: str, categories: list[tuple[str, np.nd
     )
     ax.set_xticks(np.arange(1, len(labels) + 1), labels)
     means = [d.mean() if len(d) else np.nan for d in data]
-    ax.plot(np.arange(1, len(means) + 1), means, "D", color=BOTTOM, ms=4, label="mean")
-    ax.legend(loc="best")
-    slot_chars = (width - 1.5) / len(labels) * 11  # characters that fit under one box, roughly
-    if max(len(name) for name, _ in categories) > slot_chars:
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7.5)
+    ax.plot(np.arange(1, len(means) + 1), means, "D", color=BOTTOM, ms=5)
+    if rotate:  # too many boxes, or names too long, for upright labels
+        ax.tick_params(axis="x", labelrotation=45)
         for tick in ax.get_xticklabels():
             tick.set_ha("right")
+            tick.set_rotation_mode("anchor")
     ax.set_xlabel(column)
     ax.set_ylabel("score")
-    note = f"; {other} rarer categories folded into (other)" if other else ""
-    ax.set_title(
-        f"score by {column} (boxes: quartiles, whiskers 1.5 IQR, outliers hidden){note}", fontsize=9.5
-    )
-    fig.tight_layout()
+    ax.set_title(f"score by {column}")
+    notes = ["boxes: quartiles and median; whiskers: 1.5 IQR (outliers hidden); diamonds: mean"]
+    notes += [f"{other} rarer categories folded into (other)"] if other else []
+    finish(fig, notes=notes)
     return _save(fig, path)
 
 
 @styled
-def validate_layers(path: Path, rows: list[dict], target: str, marks: list[tuple[int, str, str]]):
+def validate_layers(path: Path, rows: list[dict], target: str, marks: list[tuple[int, str]]):
     """rho by layer, with its CI, per component; filled markers where the FWER-adjusted p < 0.05.
-    ``marks``: (layer, label, color) vertical lines."""
+    ``marks``: (layer, role) for the layers to mark, role a key of ``MARK_COLORS``; roles on
+    the same layer share one band."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(10.5, 4.6))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 5.0))
     components = [c for c in ("intra", "inter", "combined") if any(r["component"] == c for r in rows)]
-    offsets = dict(
-        zip(
-            components, np.linspace(-0.2, 0.2, len(components)) if len(components) > 1 else [0.0], strict=True
-        )
-    )
+    # The components sit side by side around each whole layer, so their bars do not overlap.
+    shifts = (np.arange(len(components)) - (len(components) - 1) / 2) * 0.22
+    offsets = dict(zip(components, shifts, strict=True))
     for comp in components:
         sel = sorted((r for r in rows if r["component"] == comp), key=lambda r: r["layer"])
         x = np.array([r["layer"] for r in sel], dtype=float) + offsets[comp]
@@ -326,22 +259,40 @@ def validate_layers(path: Path, rows: list[dict], target: str, marks: list[tuple
         ax.scatter(x[sig], rho[sig], color=color, s=22, zorder=3)
         ax.scatter(x[~sig], rho[~sig], facecolor="white", edgecolor=color, s=22, zorder=3)
     ax.axhline(0, color="black", lw=0.8)
-    for (layer, label, color), style in zip(marks, ("--", "-.", ":"), strict=False):
-        ax.axvline(layer, color=color, lw=1.3, ls=style, label=label)
-    ax.set_xlabel("model layer")
+    for layer, roles in _by_layer(marks).items():  # a band behind the layer's group, not a line through it
+        ax.axvspan(
+            layer - 0.45,
+            layer + 0.45,
+            color=MARK_COLORS[roles[0]],
+            alpha=0.25,
+            lw=0,
+            zorder=0,
+            label=f"layer {layer}: {', '.join(roles)}",
+        )
+    layer_ids = [r["layer"] for r in rows]
+    if layer_ids:
+        ax.set_xlim(min(layer_ids) - 0.6, max(layer_ids) + 0.6)
+    integer_ticks(ax.xaxis)
+    ax.set_xlabel("model layer (" + ", ".join(components) + " side by side at each layer)")
     ax.set_ylabel(f"Spearman \u03c1 with {target}")
-    ax.set_title(
-        f"Which layer's concentration tracks {target}? \u03c1 with 95% CI (filled: FWER-adjusted p < 0.05)"
-    )
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
+    ax.set_title(f"Which layer's concentration tracks {target}? \u03c1 with 95% CI")
+    shown = sorted(zip(*ax.get_legend_handles_labels(), strict=True), key=lambda h: h[1].startswith("layer"))
+    notes = ["filled markers: FWER-adjusted p < 0.05; hollow: not"]
+    finish(fig, *zip(*shown, strict=True), ncol=3, notes=notes)  # components first, then marked layers
     return _save(fig, path)
+
+
+def _by_layer(marks: list[tuple[int, str]]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for layer, role in marks:
+        out.setdefault(int(layer), []).append(role)
+    return out
 
 
 @styled
 def validate_scatter(path: Path, score: np.ndarray, target: np.ndarray, half: np.ndarray, name: str):
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    fig, ax = plt.subplots(figsize=(7.2, 5.0))
     keep = np.isfinite(score) & np.isfinite(target)
     log = wide(target[keep])
     for h in sorted(set(half[keep].tolist()), key=lambda s: (s != "choose", s)):
@@ -350,20 +301,19 @@ def validate_scatter(path: Path, score: np.ndarray, target: np.ndarray, half: np
         ax.scatter(
             score[sel],
             target[sel],
-            s=14,
+            s=16,
             alpha=0.7,
             color=HALF_COLORS.get(h, "#777777"),
             linewidths=0,
-            label=f"{h}: \u03c1 = {rho:+.3f} (n = {n})",
+            label=f"{h} half: \u03c1 = {rho:+.3f} (n = {n})",
         )
     if log:
         ax.set_yscale("log")
     rho, _, n = spearman(score, target)
     ax.set_xlabel("score")
     ax.set_ylabel(name + (" (log scale)" if log else ""))
-    ax.set_title(f"score vs {name} on the validation sample: {fmt_rho(rho, n)}")
-    ax.legend(title="half", loc="best")
-    fig.tight_layout()
+    ax.set_title(f"score vs {name} on the validation sample:\n{fmt_rho(rho, n)}")
+    finish(fig, *ax.get_legend_handles_labels(), ncol=2)
     return _save(fig, path)
 
 

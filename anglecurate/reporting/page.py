@@ -35,14 +35,16 @@ CAPTIONS = {
     ),
     "score_vs_length": (
         "Score vs question length",
-        "Each point is a row (a seeded sample when there are many); the line is the median score of the "
-        "points drawn within quantile bins of length. \u03c1 is over every row with a finite score. A strong "
-        "\u03c1 means the ranking is largely a length order.",
+        "Each point is a row (a seeded sample when there are many); the black steps are the median score "
+        "of the points drawn within quantile bins of length, each across its whole bin, so they span the "
+        "data (with too few rows there are none, and the figure says so). \u03c1 is over every row with a "
+        "finite score. A strong \u03c1 means the ranking is largely a length order.",
     ),
     "by_numeric": (
         "Score by {col}",
-        "Score against {col}, with the median score of the points drawn within quantile bins of {col} and "
-        "Spearman \u03c1 over every row with both values (a seeded sample of points when there are many).",
+        "Score against {col}, with the median score of the points drawn within quantile bins of {col} "
+        "(black steps, each across its bin) and Spearman \u03c1 over every row with both values (a seeded "
+        "sample of points when there are many).",
     ),
     "by_categorical": (
         "Score by {col}",
@@ -52,13 +54,16 @@ CAPTIONS = {
     "validate_layers": (
         "Validation: correlation by layer",
         "Spearman \u03c1 between each layer's concentration and {target} on the validation sample, with "
-        "95% confidence intervals; filled markers survive the family-wise correction. A useful layer sits "
+        "95% confidence intervals; filled markers survive the family-wise correction. The components sit "
+        "side by side around each layer; shaded bands mark the recommended, chosen and ranking layers "
+        "(one band, with its roles named together, where they coincide). A useful layer sits "
         "away from zero with an interval that excludes it; the sign says whether high concentration goes "
         "with a larger or a smaller {target}.",
     ),
     "pilot": (
         "Pilot: held-out accuracy by arm",
-        "mean over seeds (band: lowest to highest seed) against optimizer steps and generated tokens",
+        "mean over seeds (band: lowest to highest seed) against optimizer steps and generated tokens; each "
+        "arm has its own marker, and curves that coincide are named under the plot",
     ),
     "validate_scatter": (
         "Validation: score vs {target}",
@@ -108,14 +113,15 @@ def _table(header: list[str], rows: list[list], cls: str = "", digits: int = 4) 
                 else f"<td>{html.escape(_table_cell(v))}</td>"
             )
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    table = f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f'<div class="table-wrap">{table}</div>'
 
 
 def _kv(pairs: list[tuple[str, object]]) -> str:
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(_table_cell(v))}</td></tr>" for k, v in pairs
     )
-    return f'<table class="kv"><tbody>{rows}</tbody></table>'
+    return f'<div class="table-wrap"><table class="kv"><tbody>{rows}</tbody></table></div>'
 
 
 def _ends_table(frame: pl.DataFrame, field_name: str | None) -> str:
@@ -258,25 +264,38 @@ def render(
     )
 
 
+# Readable from a phone to a wide screen: the column is at most 1,120 px; a table wraps its
+# text cells (long paths and prompts break anywhere) and scrolls inside its own box when its
+# numbers still do not fit; figures scale down to the column, never up (see
+# reporting/plotting.py for how their type is sized for that); narrow windows get less padding.
 CSS = """
+*, *::before, *::after { box-sizing: border-box; }
 body { margin: 0; background: #f4f5f7; color: #1f2328;
        font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
 main { max-width: 1120px; margin: 0 auto; padding: 28px 36px 64px; background: #fff; min-height: 100vh; }
 h1 { font-size: 1.7em; margin: 0 0 .1em; }
 h2 { font-size: 1.25em; margin: 2.2em 0 .6em; padding-bottom: .25em; border-bottom: 1px solid #d8dee4; }
 h3 { font-size: 1.05em; margin: 1.4em 0 .4em; }
-.sub, .note { color: #57606a; font-size: .9em; }
+.sub, .note { color: #57606a; font-size: .9em; overflow-wrap: anywhere; }
 .why { background: #f6f8fa; border-left: 3px solid #5e3c99; padding: .6em 1em; }
 nav { margin: 1.4em 0; font-size: .92em; }
 a { color: #0969da; text-decoration: none; }
-table { border-collapse: collapse; font-size: .88em; margin: .4em 0; }
+.table-wrap { max-width: 100%; overflow-x: auto; margin: .4em 0; }
+table { border-collapse: collapse; font-size: .88em; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #eaeef2; text-align: left; vertical-align: top; }
+.kv td, .prompts td:last-child { overflow-wrap: anywhere; }
 thead th { background: #f6f8fa; border-bottom: 1px solid #d0d7de; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .kv th { color: #57606a; font-weight: 600; white-space: nowrap; width: 11em; }
-.prompts td:last-child { max-width: 62ch; word-break: break-word; }
+.prompts td:last-child { min-width: 24ch; }
 figure { margin: .6em 0; }
-img { max-width: 100%; height: auto; }
+img { display: block; max-width: 100%; height: auto; }
 figcaption { color: #57606a; font-size: .88em; max-width: 95ch; }
-code { font-size: .92em; background: #f6f8fa; padding: 0 .25em; border-radius: 3px; }
+code { font-size: .92em; background: #f6f8fa; padding: 0 .25em; border-radius: 3px; overflow-wrap: anywhere; }
+@media (max-width: 900px) {
+  body { font-size: 14px; }
+  main { padding: 16px 14px 48px; }
+  th, td { padding: 3px 6px; }
+  .kv th { width: auto; white-space: normal; }
+}
 """

@@ -134,21 +134,32 @@ def _by_kinds(lazy: pl.LazyFrame, schema: pl.Schema, by: list[str]) -> dict[str,
     scalar = [c for c, t in schema.items() if not isinstance(t, pl.List | pl.Array | pl.Struct | pl.Object)]
     for col in by:
         if col not in schema:
-            raise UserError(f"--by {col!r} is not a column of the ranking; available: {', '.join(scalar)}")
+            offered = ", ".join(_offered(lazy, schema, scalar))
+            raise UserError(f"--by {col!r} is not a column of the ranking; available: {offered}")
         if col not in scalar:
             raise UserError(
-                f"--by {col!r} is a {schema[col]} column, not a scalar; choose one of: {', '.join(scalar)}"
+                f"--by {col!r} is a {schema[col]} column, not a scalar; "
+                f"choose one of: {', '.join(_offered(lazy, schema, scalar))}"
             )
     if not by:
         return {}
     counts = (
-        lazy.select(pl.len().alias("__rows__"), *(pl.col(c).n_unique() for c in by))
+        lazy.select(
+            pl.len().alias("__rows__"),
+            *(pl.col(c).n_unique().alias(f"__distinct__{c}") for c in by),
+            *_value_counts(schema, by),
+        )
         .collect()
         .row(0, named=True)
     )
     kinds = {}
     for col in by:
-        distinct, rows = counts[col], counts["__rows__"]
+        distinct, rows = counts[f"__distinct__{col}"], counts["__rows__"]
+        if rows and not counts[col]:  # an all-null column draws an empty plot: refuse it
+            raise UserError(
+                f"--by {col!r} holds no value in any of the {rows:,} rows (all null or NaN); "
+                f"choose one of: {', '.join(_offered(lazy, schema, scalar))}"
+            )
         kinds[col] = is_categorical(schema[col], distinct)
         if kinds[col] and distinct > max(MAX_CATEGORIES, rows // 2):
             raise UserError(
@@ -156,6 +167,20 @@ def _by_kinds(lazy: pl.LazyFrame, schema: pl.Schema, by: list[str]) -> dict[str,
                 "category (an id or free text?); choose a category or a numeric column"
             )
     return kinds
+
+
+def _value_counts(schema: pl.Schema, cols: list[str]) -> list[pl.Expr]:
+    """Per column, the rows that hold a value: not null, and for a float column not NaN."""
+    held = {c: pl.col(c).is_not_null() for c in cols}
+    held = {c: e & pl.col(c).is_not_nan() if schema[c].is_float() else e for c, e in held.items()}
+    return [e.sum().alias(c) for c, e in held.items()]
+
+
+def _offered(lazy: pl.LazyFrame, schema: pl.Schema, scalar: list[str]) -> list[str]:
+    """The scalar columns a --by error offers: those holding a value in some row (one scan,
+    on the error path only)."""
+    held = lazy.select(_value_counts(schema, scalar)).collect().row(0, named=True)
+    return [c for c in scalar if held[c]]
 
 
 def _draw(tmp: Path, manifest, parts, schema, data, key_column, categorical, cap, info):
@@ -283,17 +308,15 @@ def _validate_figures(ranking: Path, tmp: Path, val: dict, info) -> list[Path]:
     ]
     out = []
     if rows:
-        marks = []
+        marks = []  # the figure draws roles on one layer as one band
         rec = val.get("recommendation") or {}
         if rec.get("layer") is not None:
-            marks.append(
-                (rec["layer"], f"recommended layer {rec['layer']}", fig.COMPONENT_COLORS["combined"])
-            )
+            marks.append((rec["layer"], "recommended"))
         chosen = re.search(r"@(-?\d+)$", str((val.get("split") or {}).get("chosen_feature", "")))
-        if chosen and int(chosen.group(1)) != rec.get("layer"):
-            marks.append((int(chosen.group(1)), f"chosen on first half: layer {chosen.group(1)}", "#555555"))
+        if chosen:
+            marks.append((int(chosen.group(1)), "chosen on first half"))
         if info.layer is not None:
-            marks.append((info.layer, f"ranking layer {info.layer}", "black"))
+            marks.append((info.layer, "ranking layer"))
         out.append(fig.validate_layers(tmp / "validate_layers.png", rows, target, marks))
     vpath = ranking / "validate.parquet"
     if vpath.exists():
