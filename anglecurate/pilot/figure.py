@@ -1,5 +1,10 @@
 """``pilot.png``: held-out accuracy against optimizer steps and against generated tokens,
-the mean over seeds per arm with a band from the lowest to the highest seed."""
+the mean over seeds per arm with a band from the lowest to the highest seed.
+
+Read at a glance: steps tick whole numbers, the accuracy axis never leaves [0, 1], and
+arms whose mean curves coincide (a tiny pilot often learns nothing in every arm) stay
+visible: each arm has its own marker, the earlier of two identical curves is drawn wider
+underneath, and a note under the plot names them."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from anglecurate.pilot.summary import mean_curve
-from anglecurate.reporting.figures import pyplot, styled
+from anglecurate.reporting.plotting import PAGE_WIDTH, finish, integer_ticks, pyplot, styled
 from anglecurate.storage.atomic import atomic_write
 
 COLORS = {
@@ -19,35 +24,111 @@ COLORS = {
     "length": "#c2410c",
     "reverse": "#5e3c99",
 }
+MARKERS = {"uniform": "o", "gainrl": "s", "gainrl-open": "^", "length": "D", "reverse": "v"}
+PANELS = (("step", "optimizer steps"), ("tokens", "generated tokens"))
+MIN_SPAN = 0.1  # the accuracy axis shows at least this much, so a flat curve is not magnified
+
+
+def coincide(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Two (x, y) curves over the same x span that agree everywhere on it (one hides the other)."""
+    (ax, ay), (bx, by) = a, b
+    if not (np.isclose(ax[0], bx[0]) and np.isclose(ax[-1], bx[-1])):
+        return False
+    grid = np.union1d(ax, bx)
+    return bool(np.allclose(np.interp(grid, ax, ay), np.interp(grid, bx, by), atol=1e-9))
+
+
+def _curves(frame: pl.DataFrame, arm: str, unit: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    rows = frame.filter(pl.col("arm") == arm).sort("step")
+    return [
+        (g[unit].to_numpy().astype(float), g["accuracy"].to_numpy().astype(float))
+        for _, g in rows.group_by("seed", maintain_order=True)
+    ]
+
+
+def accuracy_limits(lo: float, hi: float) -> tuple[float, float]:
+    """y limits around [lo, hi] with a margin, at least ``MIN_SPAN`` tall, within [0, 1]."""
+    pad = max(0.02, 0.08 * (hi - lo))
+    lo, hi = lo - pad, hi + pad
+    if hi - lo < MIN_SPAN:
+        mid = (lo + hi) / 2
+        lo, hi = mid - MIN_SPAN / 2, mid + MIN_SPAN / 2
+    shift = max(0.0, -lo) - max(0.0, hi - 1.0)  # slide back inside [0, 1], then cut
+    return max(0.0, lo + shift), min(1.0, hi + shift)
 
 
 @styled
+def pilot_figure(frame: pl.DataFrame, title: str):
+    """The two panels from ``pilot.parquet``'s rows, as a matplotlib figure."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 4.6), sharey=True)
+    arms = list(dict.fromkeys(frame["arm"].to_list()))
+    lo, hi, notes = 1.0, 0.0, []
+    for ax, (unit, label) in zip(axes, PANELS, strict=True):
+        per_arm = {arm: _curves(frame, arm, unit) for arm in arms}
+        means = {arm: mean_curve(c) for arm, c in per_arm.items()}
+        # arms whose curve an arm drawn later hides: drawn wider (and larger markers) the more it hides
+        hidden = {a: sum(coincide(means[a], means[b]) for b in arms[i + 1 :]) for i, a in enumerate(arms)}
+        groups = _groups(arms, means)
+        for k, arm in enumerate(arms):
+            x, y = means[arm]
+            stacked = np.array([np.interp(x, cx, cy) for cx, cy in per_arm[arm]])
+            n = len(per_arm[arm])
+            ax.plot(
+                x,
+                y,
+                color=COLORS.get(arm, f"C{k}"),
+                lw=1.8 + 2.2 * hidden[arm],
+                marker=MARKERS.get(arm, "o") if len(x) <= 40 else None,
+                ms=6 + 3 * hidden[arm],
+                mfc="white",
+                mew=1.3,
+                clip_on=False,  # a curve at 0 or 1 sits on the frame, whole
+                zorder=3 + k,
+                label=f"{arm} ({n} seed{'s' if n > 1 else ''})",
+            )
+            if n > 1:
+                ax.fill_between(x, stacked.min(0), stacked.max(0), color=COLORS.get(arm), alpha=0.15, lw=0)
+            lo, hi = min(lo, float(stacked.min())), max(hi, float(stacked.max()))
+        notes += [(label, " = ".join(g)) for g in groups]
+        ax.set_xlabel(label)
+        integer_ticks(ax.xaxis, nbins=6)  # room for "12,000" at 10 pt
+    axes[0].set_ylim(*accuracy_limits(lo, hi))
+    axes[0].set_ylabel("held-out accuracy")
+    fig.suptitle(title, fontsize=11.5)
+    finish(fig, *axes[0].get_legend_handles_labels(), ncol=len(arms), notes=_same_notes(notes))
+    return fig
+
+
+def _same_notes(same: list[tuple[str, str]]) -> list[str]:
+    """The notes naming coinciding curves: once for both panels when they agree."""
+    if not same:
+        return []
+    panels = {group: [p for p, g in same if g == group] for _, group in same}
+    lines = [
+        f"identical mean curves {'in both panels' if len(p) == 2 else 'against ' + p[0]}: {group}"
+        for group, p in panels.items()
+    ]
+    return lines + ["(the earlier arm is drawn wider underneath; each arm has its own marker)"]
+
+
+def _groups(arms: list[str], means: dict) -> list[list[str]]:
+    """Arms whose mean curves coincide, in arm order, each group of two or more."""
+    groups: list[list[str]] = []
+    for arm in arms:
+        for group in groups:
+            if coincide(means[group[0]], means[arm]):
+                group.append(arm)
+                break
+        else:
+            groups.append([arm])
+    return [g for g in groups if len(g) > 1]
+
+
+@styled  # saved under the same settings it was drawn with
 def draw_pilot(frame: pl.DataFrame, path: Path, title: str) -> Path:
     """Draw the two panels from ``pilot.parquet``'s rows into ``path`` (atomically)."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for arm in dict.fromkeys(frame["arm"].to_list()):
-        rows = frame.filter(pl.col("arm") == arm).sort("step")
-        color = COLORS.get(arm)
-        for ax, unit, label in (
-            (axes[0], "step", "optimizer steps"),
-            (axes[1], "tokens", "generated tokens"),
-        ):
-            curves = [
-                (g[unit].to_numpy().astype(float), g["accuracy"].to_numpy().astype(float))
-                for _, g in rows.group_by("seed", maintain_order=True)
-            ]
-            x, y = mean_curve(curves)
-            stacked = np.array([np.interp(x, cx, cy) for cx, cy in curves])
-            n = len(curves)
-            ax.plot(x, y, color=color, lw=1.8, label=f"{arm} (n={n})")
-            if n > 1:
-                ax.fill_between(x, stacked.min(0), stacked.max(0), color=color, alpha=0.15, lw=0)
-            ax.set_xlabel(label)
-    axes[0].set_ylabel("held-out accuracy")
-    axes[0].legend(loc="best")
-    fig.suptitle(title)
-    fig.tight_layout()
+    fig = pilot_figure(frame, title)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
+    pyplot().close(fig)
     return path

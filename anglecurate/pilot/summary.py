@@ -12,6 +12,10 @@ Pure functions of the curves (``pilot.parquet``). For each arm, over its seeds:
   interval; a resample whose arm never reaches the target counts as speedup 0 (no speedup
   within the budget), so the interval stays honest about runs that fell short.
 
+If uniform learned nothing (its final mean accuracy no higher than before training) there is
+no target to reach: ``baseline_learned`` is False, and the steps to the target and every
+speedup are None, not a "1.00x" from every arm sitting at the target at step 0.
+
 The verdict names a speedup only when the interval's lower end is above 1, a slowdown only
 when its upper end is below 1; otherwise it says the pilot cannot tell them apart. Every
 other ordered arm is also compared with ``length`` (the confound an angle order must beat)
@@ -64,17 +68,19 @@ def _seed_curves(frame: pl.DataFrame, arm: str, unit: str) -> dict[int, tuple[np
 
 
 def _speedup(base: list, arm: list) -> float | None:
-    """Uniform's units to its final mean accuracy over the arm's (0: the arm never got there)."""
+    """Uniform's units to its final mean accuracy over the arm's (0: the arm never got there);
+    None when no ratio is defined: uniform was at its final accuracy before training (it
+    learned nothing, so there is nothing to reach), or the arm was."""
     bx, by = mean_curve(base)
     target = float(by[-1])
     reach_base = first_crossing(bx, by, target)
+    if not reach_base or reach_base <= 0:
+        return None
     ax, ay = mean_curve(arm)
     reach_arm = first_crossing(ax, ay, target)
     if reach_arm is None:
         return 0.0
-    if reach_arm <= 0:  # already there before training: no finite ratio
-        return None if reach_base and reach_base > 0 else 1.0
-    return reach_base / reach_arm
+    return reach_base / reach_arm if reach_arm > 0 else None
 
 
 def bootstrap_interval(base: list, arm: list, seed: int = 0) -> tuple[float, float] | None:
@@ -117,8 +123,11 @@ def summarize(frame: pl.DataFrame) -> dict:
     base = {unit: list(_seed_curves(frame, BASELINE, unit).values()) for unit in ("step", "tokens")}
     target = None
     if base["step"]:
-        target = float(mean_curve(base["step"])[1][-1])
+        _, base_y = mean_curve(base["step"])
+        target = float(base_y[-1])
         result["target_accuracy"] = target
+        # No rise, no target: every arm "reaches" uniform's final accuracy at step 0.
+        result["baseline_learned"] = bool(base_y[-1] > base_y[0])
     for arm in arms:
         per_unit = {unit: _seed_curves(frame, arm, unit) for unit in ("step", "tokens")}
         seeds = sorted(per_unit["step"])
@@ -135,10 +144,13 @@ def summarize(frame: pl.DataFrame) -> dict:
             "tokens": float(np.mean([c[0][-1] for c in per_unit["tokens"].values()])),
         }
         if target is not None:
+            learned = result["baseline_learned"]
             for unit, name in (("step", "steps"), ("tokens", "tokens")):
                 ux, uy = mean_curve(list(per_unit[unit].values()))
-                entry[f"{name}_to_target"] = first_crossing(ux, uy, target)
-                if arm != BASELINE:
+                entry[f"{name}_to_target"] = first_crossing(ux, uy, target) if learned else None
+                if arm != BASELINE and not learned:
+                    entry[f"speedup_{name}"] = entry[f"speedup_{name}_ci95"] = None
+                elif arm != BASELINE:
                     curves = list(per_unit[unit].values())
                     entry[f"speedup_{name}"] = _speedup(base[unit], curves)
                     entry[f"speedup_{name}_ci95"] = bootstrap_interval(base[unit], curves)
@@ -154,18 +166,18 @@ def summarize(frame: pl.DataFrame) -> dict:
 
 def _describe(arm: str, entry: dict, unit: str) -> str:
     ratio, ci = entry.get(f"speedup_{unit}"), entry.get(f"speedup_{unit}_ci95")
-    if ratio is None or ci is None:
-        return f"{arm}: no speedup in {unit} can be computed (uniform's final accuracy is its starting one)"
-    lo, hi = ci
-    span = f"{ratio:.2f}x (95% interval {lo:.2f}-{hi:.2f} over seeds)"
+    if ratio is None:
+        return f"{arm} was at uniform's final held-out accuracy before training: no speedup in {unit}"
+    interval = f"95% interval {ci[0]:.2f}-{ci[1]:.2f} over seeds" if ci else "no interval"
+    span = f"{ratio:.2f}x ({interval})"
     if ratio == 0.0:
         return (
             f"{arm} (mean over seeds) never reached uniform's final held-out accuracy within the budget "
-            f"(speedup in {unit}: 95% interval {lo:.2f}-{hi:.2f} over seeds)"
+            f"(speedup in {unit}: {interval})"
         )
-    if lo > 1.0:
+    if ci and ci[0] > 1.0:
         return f"{arm} reached uniform's final held-out accuracy {span} faster in {unit}"
-    if hi < 1.0:
+    if ci and ci[1] < 1.0:
         return f"{arm} was slower than uniform in {unit}: {span}"
     return f"{arm} vs uniform in {unit}: {span}; the interval includes 1, so no difference is shown"
 
@@ -176,15 +188,21 @@ def verdicts(result: dict) -> list[str]:
     if result.get("baseline") is None:
         return ["no uniform arm: speedups need the uniform baseline (add it to --arms)"]
     base = result["arms"][BASELINE]
-    if base["final_accuracy"] <= base["initial_accuracy"]:
+    learned = result.get("baseline_learned", base["final_accuracy"] > base["initial_accuracy"])
+    if not learned:  # then no speedup is claimed, not even 1.00x: only what each arm did
         lines.append(
             "uniform learned nothing within the budget (final held-out accuracy "
             f"{base['final_accuracy']:.3f} vs {base['initial_accuracy']:.3f} before training): "
-            "the task or budget cannot tell orders apart"
+            "there is no target to reach, so no speedup over uniform is computed"
         )
     for arm, entry in result["arms"].items():
-        if arm != BASELINE:
+        if arm != BASELINE and learned:
             lines += [_describe(arm, entry, "steps"), _describe(arm, entry, "tokens")]
+        elif arm != BASELINE:
+            lines.append(
+                f"{arm}: final held-out accuracy {entry['final_accuracy']:.3f} vs "
+                f"{entry['initial_accuracy']:.3f} before training"
+            )
         if "auc_minus_length" in entry:
             diff, (lo, hi) = entry["auc_minus_length"], entry["auc_minus_length_ci95"]
             span = f"{diff:+.3f} (95% interval {lo:+.3f} to {hi:+.3f} over seeds)"

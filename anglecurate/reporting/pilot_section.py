@@ -51,33 +51,68 @@ def _cell(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else html.escape(str(value))
 
 
+def _to_target(value, learned: bool) -> str:
+    """Steps (one decimal) or tokens to the target: "never" when not reached, "n/a" when
+    there is no target (uniform learned nothing)."""
+    if not learned:
+        return "n/a"
+    return "never" if value is None else f"{value:,.1f}"
+
+
+def _speedup(arm: str, ratio, ci) -> str:
+    """A speedup cell, "1.23x [0.80, 2.10]"; "baseline" on uniform's own row; one "n/a" when undefined."""
+    if arm == "uniform":
+        return "baseline"
+    if ratio is None:
+        return "n/a"
+    return f"{ratio:.2f}x" + (f" {_cell(ci)}" if ci else "")
+
+
 def pilot_html(summary: dict, figure_html: str | None) -> str:
     """The section: verdict lines, one table row per arm, then pilot.png."""
-    head = ["arm", "seeds", "final acc.", "best acc.", "AUC", "steps to target", "speedup (steps) [95%]"]
-    head += ["speedup (tokens) [95%]"]
+    head = ["arm", "seeds", "before", "final acc.", "best acc.", "AUC", "steps to target"]
+    head += ["speedup (steps) [95%]", "speedup (tokens) [95%]"]
+    learned = summary.get("baseline_learned", True)
     rows = []
     for arm, entry in summary.get("arms", {}).items():
         cells = [
             arm,
             len(entry.get("seeds", [])),
+            entry.get("initial_accuracy"),
             entry.get("final_accuracy"),
             entry.get("best_accuracy"),
             entry.get("auc"),
-            entry.get("steps_to_target"),
-            f"{_cell(entry.get('speedup_steps'), 2)} {_cell(entry.get('speedup_steps_ci95'))}",
-            f"{_cell(entry.get('speedup_tokens'), 2)} {_cell(entry.get('speedup_tokens_ci95'))}",
+            _to_target(entry.get("steps_to_target"), learned),
+            _speedup(arm, entry.get("speedup_steps"), entry.get("speedup_steps_ci95")),
+            _speedup(arm, entry.get("speedup_tokens"), entry.get("speedup_tokens_ci95")),
         ]
-        rows.append(
-            "<tr>" + "".join(f"<td>{c if isinstance(c, str) else _cell(c)}</td>" for c in cells) + "</tr>"
+        rows.append(  # every cell but the arm's is a number, kept on one line
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(c)}</td>" if k == 0 else f'<td class="num">{_cell(c)}</td>'
+                for k, c in enumerate(cells)
+            )
+            + "</tr>"
         )
-    table = "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>"
+    table = (
+        '<div class="table-wrap"><table><thead><tr>'
+        + "".join(f"<th>{h}</th>" for h in head)
+        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
     verdict = "".join(f"<li>{html.escape(line)}</li>" for line in summary.get("verdict", []))
     runs = f"{summary.get('runs_finished', '?')} of {summary.get('runs_planned', '?')} runs finished"
     target = summary.get("target_accuracy")
-    note = (
-        f'<p class="note">{html.escape(runs)}; target = uniform\'s final held-out accuracy '
-        f"({_cell(target)}); a speedup is uniform's steps (tokens) to the target over the arm's.</p>"
-    )
+    if learned:
+        about = (
+            f"target = uniform's final held-out accuracy ({_cell(target)}); a speedup is uniform's steps "
+            "(tokens) to the target over the arm's; never: the arm's mean curve did not reach it"
+        )
+    else:
+        about = (
+            f"uniform learned nothing (held-out accuracy {_cell(target)} at the end, no higher than "
+            "before training), so there is no target: no steps to it and no speedups (n/a)"
+        )
+    note = f'<p class="note">{html.escape(runs)}; {html.escape(about)}.</p>'
     return (
         '<section id="pilot"><h2>Pilot (<code>anglecurate pilot</code>)</h2>'
         f"{note}<ul>{verdict}</ul>{table}{figure_html or ''}</section>"

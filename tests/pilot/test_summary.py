@@ -3,6 +3,8 @@ than the seeds show."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import polars as pl
 import pytest
@@ -106,3 +108,54 @@ def test_ordered_arms_are_compared_with_length_by_area_under_the_curve():
     assert entry["auc_minus_length_ci95"][1] < 0
     assert "auc_minus_length" not in summary["arms"]["length"]
     assert any(line.startswith("gainrl did worse than length") for line in summary["verdict"])
+
+
+def table_rows(page: str) -> dict[str, list[str]]:
+    """{arm: its cells' text} of the pilot section's table."""
+    rows = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in re.findall(r"<tr><td>.*?</tr>", page)]
+    return {row[0]: row for row in rows}
+
+
+def test_no_learning_claims_no_speedup_and_the_table_agrees():
+    """uniform flat: no "1.00x" speedups, no "steps to target 0.000", no "n/a n/a"."""
+    from anglecurate.reporting.pilot_section import pilot_html
+
+    flat = {s: [0.3, 0.3, 0.3] for s in range(2)}
+    rising = {s: [0.3, 0.4, 0.5] for s in range(2)}
+    frame = pl.DataFrame(curves("uniform", flat) + curves("gainrl", flat) + curves("length", rising))
+    summary = summarize(frame)
+    assert summary["baseline_learned"] is False
+    for arm, entry in summary["arms"].items():
+        assert entry["steps_to_target"] is None and entry["tokens_to_target"] is None, arm
+        if arm != "uniform":
+            assert entry["speedup_steps"] is None and entry["speedup_tokens_ci95"] is None, arm
+    verdict = summary["verdict"]
+    assert verdict[0].startswith("uniform learned nothing") and "no speedup" in verdict[0]
+    assert not any(re.search(r"\d\.\d\dx", line) for line in verdict)  # no ratio is claimed
+    assert "length: final held-out accuracy 0.500 vs 0.300 before training" in verdict
+    assert any(line.startswith("gainrl did worse than length") for line in verdict)
+
+    page = pilot_html({**summary, "runs_finished": 6, "runs_planned": 6}, None)
+    by_arm = table_rows(page)
+    assert by_arm["uniform"][6:] == ["n/a", "baseline", "baseline"]
+    assert by_arm["gainrl"][6:] == by_arm["length"][6:] == ["n/a", "n/a", "n/a"]
+    assert by_arm["length"][2:4] == ["0.300", "0.500"]  # before and final, as the verdict says
+    assert "n/a n/a" not in page and "0.000" not in page
+    assert "uniform learned nothing" in page and "no target" in page
+
+
+def test_the_table_says_never_and_formats_steps_when_uniform_learned():
+    from anglecurate.reporting.pilot_section import pilot_html
+
+    uniform = {s: [0.1, 0.2, 0.3, 0.4, 0.5] for s in range(3)}
+    fast = {s: [0.1, 0.3, 0.5, 0.6, 0.7] for s in range(3)}
+    slow = {s: [0.1, 0.1, 0.2, 0.2, 0.2] for s in range(3)}
+    frame = pl.DataFrame(curves("uniform", uniform) + curves("gainrl", fast) + curves("reverse", slow))
+    summary = summarize(frame)
+    assert summary["baseline_learned"] is True
+    page = pilot_html(summary, None)
+    rows = table_rows(page)
+    assert rows["uniform"][6:] == ["40.0", "baseline", "baseline"]
+    assert rows["gainrl"][6:] == ["20.0", "2.00x [2.00, 2.00]", "2.00x [2.00, 2.00]"]
+    assert rows["reverse"][6] == "never" and rows["reverse"][7].startswith("0.00x")
+    assert any(line.startswith("reverse (mean over seeds) never reached") for line in summary["verdict"])

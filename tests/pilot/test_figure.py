@@ -1,0 +1,71 @@
+"""``pilot.png`` read at a glance: whole-number step ticks, an accuracy axis inside [0, 1],
+and arms whose curves coincide still visible and named."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from anglecurate.pilot.figure import accuracy_limits, draw_pilot, pilot_figure
+from anglecurate.reporting.figures import pyplot
+
+
+def frame(accuracies: dict[str, list[float]], seeds: int = 2) -> pl.DataFrame:
+    rows = []
+    for arm, accs in accuracies.items():
+        for seed in range(seeds):
+            for step, acc in enumerate(accs):
+                tokens = step * (30 + seed)
+                rows.append({"arm": arm, "seed": seed, "step": step, "tokens": tokens, "accuracy": acc})
+    return pl.DataFrame(rows)
+
+
+@pytest.fixture
+def tiny():
+    """Two steps; uniform and gainrl learn nothing (the same flat curve), length rises."""
+    fig = pilot_figure(frame({"uniform": [0, 0, 0], "gainrl": [0, 0, 0], "length": [0, 0.25, 0.25]}), "t")
+    yield fig
+    pyplot().close(fig)
+
+
+def test_steps_tick_whole_numbers(tiny):
+    for ax in tiny.axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert len(ticks) >= 2 and all(t == round(t) for t in ticks), ticks
+    steps = [t for t in tiny.axes[0].get_xticks() if 0 <= t <= 2]
+    assert steps == [0, 1, 2]  # not 0.00, 0.25, ...
+
+
+def test_accuracy_stays_inside_zero_and_one(tiny):
+    lo, hi = tiny.axes[0].get_ylim()
+    assert lo == 0.0 and 0.25 < hi <= 1.0
+    assert accuracy_limits(0.0, 0.0) == (0.0, pytest.approx(0.1))
+    assert accuracy_limits(1.0, 1.0) == (pytest.approx(0.9), 1.0)
+    assert accuracy_limits(0.0, 1.0) == (0.0, 1.0)
+    lo, hi = accuracy_limits(0.3, 0.45)
+    assert 0.25 < lo < 0.3 and 0.45 < hi < 0.5  # a real spread is not flattened to [0, 1]
+    everything = pilot_figure(frame({"uniform": [0, 1, 1], "length": [1, 1, 1]}), "t")
+    assert everything.axes[0].get_ylim() == (0.0, 1.0)
+    pyplot().close(everything)
+
+
+def test_identical_curves_stay_visible_and_are_named(tiny):
+    lines = {line.get_label().split(" (")[0]: line for line in tiny.axes[0].lines}
+    assert lines["uniform"].get_linewidth() > lines["gainrl"].get_linewidth()  # the hidden one peeks out
+    assert lines["uniform"].get_markersize() > lines["gainrl"].get_markersize()
+    assert len({line.get_marker() for line in lines.values()}) == 3
+    assert lines["length"].get_linewidth() == lines["gainrl"].get_linewidth()  # only a hidden curve widens
+    notes = " ".join(t.get_text() for t in tiny.texts)
+    assert "identical mean curves in both panels: uniform = gainrl" in notes
+    assert "length" not in notes
+
+
+def test_distinct_curves_get_no_note_and_the_png_is_written(tmp_path):
+    path = draw_pilot(frame({"uniform": [0.1, 0.2, 0.3], "gainrl": [0.1, 0.3, 0.4]}), tmp_path / "p.png", "t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig = pilot_figure(frame({"uniform": [0.1, 0.2, 0.3], "gainrl": [0.1, 0.3, 0.4]}), "t")
+    assert not any("identical" in t.get_text() for t in fig.texts)
+    assert np.allclose([line.get_linewidth() for line in fig.axes[0].lines], 1.8)
+    pyplot().close(fig)
