@@ -277,12 +277,12 @@ def test_pilot_values_match_a_hand_computation(monkeypatch, capsys, tiny_model_d
     assert entry["best_accuracy"] == pytest.approx(max(acc))
     assert entry["auc"] == pytest.approx(trapezoids / (steps[-1] - steps[0]))
     assert entry["steps"] == steps[-1] and entry["tokens"] == curve["tokens"][-1]
+    summary = json.loads(stdout)
+    assert summary["baseline_learned"] == (acc[-1] > acc[0])
+    if not summary["baseline_learned"]:  # no target to reach: nothing to time
+        assert entry["steps_to_target"] is None
+        return
     reached = next(i for i, a in enumerate(acc) if a >= acc[-1])  # uniform's own target
-    assert entry["steps_to_target"] == pytest.approx(
-        steps[reached]
-        if reached == 0 or acc[reached - 1] == acc[reached]
-        else steps[reached - 1]
-        + (acc[-1] - acc[reached - 1])
-        * (steps[reached] - steps[reached - 1])
-        / (acc[reached] - acc[reached - 1])
-    )
+    x0, x1, y0, y1 = steps[reached - 1], steps[reached], acc[reached - 1], acc[reached]
+    hand = steps[reached] if reached == 0 else x0 + (acc[-1] - y0) * (x1 - x0) / (y1 - y0)
+    assert entry["steps_to_target"] == pytest.approx(hand)
