@@ -564,11 +564,25 @@ def _interruptible(kept: str):
 
 
 def main() -> None:
-    """Entry point: run the app, turning user errors into one line and exit code 2."""
+    """Entry point: run the app, turning user errors, usage mistakes included (an unknown
+    option, a mistyped choice), into one line and exit code 2."""
+    from anglecurate.cli.usage import UsageError, is_help_request, usage_line
     from anglecurate.storage.faults import storage_error
 
+    args = sys.argv[1:]
     try:
-        app()  # usage errors (unknown option, missing value) are typer's: exit 2
+        # Not standalone: typer's usage errors come here instead of its multi-line box, and
+        # an exit code (typer.Exit, --help) is returned instead of raised.
+        code = app(args=args, standalone_mode=False)
+    except UsageError as exc:
+        if is_help_request(exc):  # a bare `anglecurate` or `anglecurate schedule`: its help
+            exc.show()
+        else:
+            print(f"error: {usage_line(exc, args)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # end of input at a prompt, or Ctrl-C outside a command
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
     except Exception as exc:
         # A storage fault outside the library's writers (a full disk while printing JSON to
         # a file, say) is a user's problem too: one line, not a traceback.
@@ -577,3 +591,4 @@ def main() -> None:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
