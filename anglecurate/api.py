@@ -80,6 +80,13 @@ def _progress(enabled: bool) -> RowProgress:
     return RowProgress(enabled=enabled and sys.stderr.isatty())
 
 
+def _names(values: str | Sequence[str]) -> list[str]:
+    """A repeatable option's values: each may be a comma list (``"trl,verl"``); blanks
+    dropped, repeats kept once, in the order first given."""
+    parts = [values] if isinstance(values, str) else list(values)
+    return list(dict.fromkeys(v.strip() for part in parts for v in str(part).split(",") if v.strip()))
+
+
 def _config(cls, what: str, **options):
     """``cls(**options)``, with an unknown option named in one line."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -185,11 +192,12 @@ def report(
     sample: int | None = None,
     pilot: str | Path | None = None,
 ) -> ReportResult:
-    """Write the HTML report of ``ranking`` (default ``ranking/report/report.html``); with
+    """Write the HTML report of ``ranking`` (default ``ranking/report/report.html``), with a
+    breakdown by each ``by`` column (a list, or comma lists: ``"level,type"``); with
     ``pilot`` (or when ``ranking`` is a pilot's own ``P/ranking``) it shows the pilot's verdict."""
     from anglecurate.reporting.write import write_report
 
-    return write_report(ranking, out, by, sample, pilot)
+    return write_report(ranking, out, _names(by), sample, pilot)
 
 
 def schedule(
@@ -208,11 +216,12 @@ def schedule(
     **sampler,
 ) -> ScheduleResult:
     """Draw ``epochs`` epochs of ``per_epoch`` prompts from ``ranking`` into the folder
-    ``out``, with trainer exports (``export=["trl", "verl", "openrlhf"]``). ``sampler``:
+    ``out``, with trainer exports (``export=["trl", "verl", "openrlhf"]``, or ``"trl,verl"``). ``sampler``:
     GAIN-RL's hyperparameters ``n``, ``alpha``, ``beta``, ``adj_min``, ``adj_max``,
     ``sigma``, ``mu0``, ``shuffle`` (unset: the authors' defaults scaled to the ranking)."""
     from anglecurate.scheduling.epochs import ScheduleConfig, create_schedule
 
+    export = _names(export)
     unknown = sorted(set(sampler) - set(SCHEDULE_SAMPLER))
     if unknown:
         raise UserError(
@@ -235,7 +244,7 @@ def schedule(
     )
     frame, params = create_schedule(cfg)
     epochs_drawn = frame["epoch"].n_unique()
-    return ScheduleResult(Path(out), epochs_drawn, per_epoch, list(export), dataclasses.asdict(params), frame)
+    return ScheduleResult(Path(out), epochs_drawn, per_epoch, export, dataclasses.asdict(params), frame)
 
 
 def schedule_update(

@@ -314,7 +314,9 @@ def validate(
 @app.command()
 def report(
     ranking: Path = typer.Option(..., help="Output folder of `anglecurate score`."),
-    by: list[str] = typer.Option([], help="Also plot the score against this column (repeatable)."),
+    by: list[str] = typer.Option(
+        [], help="Also plot the score against this column (repeatable, or a comma list: level,type)."
+    ),
     out: Path = typer.Option(None, help="Report folder (default: RANKING/report)."),
     sample: int = typer.Option(None, help="Most points drawn in a scatter plot (default: 20,000)."),
     pilot: Path = typer.Option(
@@ -398,7 +400,9 @@ def schedule(
         1, help="K must be a multiple of this: TRL's prompts per generation, verl's train_batch_size."
     ),
     export: list[str] = typer.Option(
-        [], help="Trainer export to write: trl, verl, openrlhf, ordered, adarft, trinity (repeatable)."
+        [],
+        help="Trainer export to write: trl, verl, openrlhf, ordered, adarft, trinity "
+        "(repeatable, or a comma list: trl,verl).",
     ),
     step: float = typer.Option(None, help="Open loop: move the centre this many ranks per epoch."),
     assume_accuracy: float = typer.Option(None, help="Open loop: GAIN-RL update with this accuracy."),
@@ -437,7 +441,7 @@ def schedule(
             overwrite=overwrite,
             **sampler,
         )
-    exports = f" with exports {', '.join(export)}" if export else ""
+    exports = f" with exports {', '.join(result.exports)}" if result.exports else ""
     print(f"wrote {result.epochs} epochs of {per_epoch} to {out}{exports}")
     p = result.sampler
     print(f"sampler: sigma {p['sigma']:g}, n {p['n']:g}, adj [{p['adj_min']:g}, {p['adj_max']:g}]")

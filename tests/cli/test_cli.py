@@ -196,3 +196,13 @@ def test_debug_env_shows_traceback(monkeypatch, capsys, tmp_path):
             "--out",
             tmp_path / "o",
         )
+
+
+def test_report_by_takes_comma_lists_and_draws_each_column_once(monkeypatch, capsys, tmp_path):
+    from ..reporting.test_report import make_ranking
+
+    root = make_ranking(tmp_path / "r")
+    args = ["report", "--ranking", root, "--by", "level,type", "--by", "level"]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert sorted(p.name for p in (root / "report").glob("by_*.png")) == ["by_level.png", "by_type.png"]

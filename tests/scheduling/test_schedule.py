@@ -135,3 +135,14 @@ def test_missing_feedback_is_named_without_a_hub_lookup(ranking, tmp_path, monke
             monkeypatch, capsys, "schedule", "update", "--schedule", "s", "--feedback", given
         )
         assert code == 2 and err.startswith(f"error: --feedback {given} {said}") and err.count("\n") == 1, err
+
+
+def test_exports_take_comma_lists_and_are_written_once(ranking, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "s"
+    args = ["--ranking", ranking, "--out", out, "--per-epoch", 5]
+    args += ["--export", "trl,openrlhf", "--export", "trl"]
+    code, stdout, err = run_cli(monkeypatch, capsys, "schedule", *args)
+    assert code == 0, err
+    assert stdout.splitlines()[0] == f"wrote 1 epochs of 5 to {out} with exports trl, openrlhf"
+    assert json.loads((out / "state.json").read_text())["exports"] == ["openrlhf", "trl"]
+    assert (out / "trl.parquet").is_file() and (out / "openrlhf" / "epoch-00000.jsonl").is_file()
