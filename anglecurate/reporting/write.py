@@ -30,6 +30,7 @@ from anglecurate.reporting import figures as fig
 from anglecurate.reporting.page import CAPTIONS, ENDS, primary_target, render
 from anglecurate.reporting.pilot_section import copy_figure, find_pilot, read_pilot
 from anglecurate.reporting.summaries import MAX_CATEGORIES, floats, is_categorical, layer_stats
+from anglecurate.scoring.store import OutputDir
 from anglecurate.stats.correlation import spearman
 from anglecurate.storage.lock import exclusive_writer
 
@@ -216,14 +217,7 @@ def _open_ranking(ranking: Path) -> tuple[dict, list[Path]]:
         raise UserError(f"--ranking {ranking} is not a folder; pass the --out folder of `anglecurate score`")
     path = ranking / "manifest.json"
     if not path.exists():
-        if (ranking / ".anglecurate").is_dir():
-            raise UserError(
-                f"{ranking} holds an unfinished run (no manifest.json); rerun the same "
-                "`anglecurate score` command to finish it"
-            )
-        raise UserError(
-            f"{ranking} holds no ranking (no manifest.json); run `anglecurate score --out {ranking}`"
-        )
+        raise OutputDir(ranking).no_ranking()
     try:
         manifest = json.loads(path.read_text())
         parts = [ranking / p["file"] for p in manifest["outputs"]["ranked"]]

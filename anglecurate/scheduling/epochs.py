@@ -55,6 +55,15 @@ class Ranking:
 
 
 def load_ranking(path: str | Path) -> Ranking:
+    state = Path(path) / STATE_FILE
+    if state.is_file() and not (Path(path) / "manifest.json").is_file():
+        try:
+            drawn_from = f": {json.loads(state.read_text())['ranking']['path']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            drawn_from = ""
+        raise UserError(
+            f"{path} is a schedule folder, not a ranking; pass the ranking it was drawn from{drawn_from}"
+        )
     manifest, parts = OutputDir(path).ranked_parts()
     if not parts:
         raise UserError(f"ranking {path} has no scored rows")
@@ -135,6 +144,11 @@ def _check(cfg: ScheduleConfig) -> None:
     folder = Path(cfg.out)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--out {folder} is a file; pass a folder path")
+    if folder.resolve() == Path(cfg.ranking).resolve():
+        raise UserError(
+            f"--out {folder} is the ranking folder; write the schedule to a folder of its own "
+            f"(e.g. --out {folder.name}-schedule)"
+        )
     if (folder / STATE_FILE).exists() and not cfg.overwrite:
         raise UserError(
             f"{folder} already holds a schedule; pass --overwrite to replace it, or "

@@ -123,15 +123,30 @@ class OutputDir:
         """The finished run's manifest and its ranked part files, in rank order."""
         manifest = self.read_manifest()
         if manifest is None:
-            raise UserError(
-                f"{self.root} holds no finished ranking (no manifest.json); run "
-                f"`anglecurate score --out {self.root}` first (or let it finish)"
-            )
+            raise self.no_ranking()
         parts = [self.root / p["file"] for p in manifest["outputs"]["ranked"]]
         missing = [str(p) for p in parts if not p.exists()]
         if missing:
             raise UserError(f"ranking {self.root} is incomplete: {missing[0]} is missing; rerun score")
         return manifest, parts
+
+    def no_ranking(self) -> UserError:
+        """What to say of a folder read as a ranking that holds none (no manifest.json).
+        Never "score into it": the folder may be a schedule's, a pilot's or anyone's."""
+        finished = "the --out folder of a finished `anglecurate score`"
+        if not self.root.exists():
+            return UserError(f"{self.root} does not exist; pass {finished}")
+        if self.work.is_dir():
+            return UserError(
+                f"{self.root} holds an unfinished run of `anglecurate score` (no manifest.json yet); "
+                "rerun the same command to finish it"
+            )
+        inner = self.root / "ranking" / self.manifest_path.name  # a pilot folder keeps its ranking there
+        hint = f"; {inner.parent} is one" if inner.is_file() else ""
+        return UserError(
+            f"{self.root} holds no ranking (no manifest.json); pass {finished}, or score one into a "
+            f"new folder (`anglecurate score --model M --data D --out NEW`){hint}"
+        )
 
     def previous_run(self) -> dict | None:
         """Options of the run this folder holds, finished or not; None for a fresh folder."""

@@ -98,7 +98,7 @@ def test_schedule_errors(ranking, tmp_path, monkeypatch, capsys):
         tmp_path / "s",
         "--per-epoch",
         5,
-        needle="no finished ranking",
+        needle="does not exist; pass the --out folder of a finished `anglecurate score`",
     )
     fails("--ranking", ranking, "--out", tmp_path / "s", "--per-epoch", 41, needle="per-epoch size 41")
     fails("--ranking", ranking, "--out", tmp_path / "s", needle="--per-epoch")
@@ -146,3 +146,40 @@ def test_exports_take_comma_lists_and_are_written_once(ranking, tmp_path, monkey
     assert stdout.splitlines()[0] == f"wrote 1 epochs of 5 to {out} with exports trl, openrlhf"
     assert json.loads((out / "state.json").read_text())["exports"] == ["openrlhf", "trl"]
     assert (out / "trl.parquet").is_file() and (out / "openrlhf" / "epoch-00000.jsonl").is_file()
+
+
+def test_a_schedule_from_a_folder_that_is_no_ranking_names_the_right_one(
+    ranking, tmp_path, monkeypatch, capsys
+):
+    """A schedule folder, an empty folder or a pilot folder passed as --ranking: the line
+    names what to pass, never `score --out` into that folder."""
+    create_schedule(ScheduleConfig(str(ranking), str(tmp_path / "s"), per_epoch=5))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "pilot" / "ranking").mkdir(parents=True)
+    (tmp_path / "pilot" / "ranking" / "manifest.json").write_text("{}")
+    cases = {
+        "s": "s is a schedule folder, not a ranking; pass the ranking it was drawn from: "
+        f"{ranking.resolve()}",
+        "empty": "empty holds no ranking (no manifest.json); pass the --out folder of a finished "
+        "`anglecurate score`, or score one into a new folder",
+        "pilot": "; pilot/ranking is one",
+    }
+    monkeypatch.chdir(tmp_path)
+    for given, said in cases.items():
+        code, _, err = run_cli(
+            monkeypatch, capsys, "schedule", "--ranking", given, "--out", "new", "--per-epoch", 5
+        )
+        assert code == 2 and err.count("\n") == 1 and said in err, err
+        assert f"--out {given}" not in err
+        assert not (tmp_path / "new").exists()
+
+
+def test_a_schedule_into_its_own_ranking_folder_is_refused(ranking, tmp_path, monkeypatch, capsys):
+    before = sorted(p.name for p in ranking.iterdir())
+    for out in (ranking, f"{ranking}/"):
+        code, _, err = run_cli(
+            monkeypatch, capsys, "schedule", "--ranking", ranking, "--out", out, "--per-epoch", 5
+        )
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"error: --out {ranking} is the ranking folder; write the schedule to a folder")
+    assert sorted(p.name for p in ranking.iterdir()) == before

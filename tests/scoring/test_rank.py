@@ -241,7 +241,7 @@ def test_rank_cli_and_errors(copy, tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "rank", copy, "--w-intra", "0")  # keeps layer 0
     assert code == 0 and _manifest(copy)["ranking"]["layer"] == 0
     cases = [
-        (["rank", tmp_path / "nothing"], "no finished ranking"),
+        (["rank", tmp_path / "nothing"], "nothing does not exist; pass the --out folder of a finished"),
         (["rank", copy, "--layer", "7"], "layer 7 does not exist"),
         (["rank", copy, "--w-inter", "0"], "both 0"),
         (["rank", copy, "--metric", "gainrl-reference"], "scored without the authors' value"),
