@@ -125,7 +125,9 @@ def open_dataset(spec: str | Path, split: str = "train", config: str | None = No
         dataset = _open(source)
     except UserError:
         raise
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise formats.not_utf8(source.files, exc) from exc
+    except OSError as exc:
         raise UserError(f"cannot read {source.label}: {exc}") from exc
     except Exception as exc:
         raise UserError(f"cannot read {source.label} as {source.format}: {first_line(exc)}") from exc

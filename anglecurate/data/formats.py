@@ -39,8 +39,11 @@ def detect_format(path: Path) -> str:
         return "jsonl"
     if name.endswith((".json", ".json.gz")):
         # A .json file may hold JSON lines; the first non-blank character decides.
-        with open_text(path) as f:
-            head = f.read(4096).lstrip()
+        try:
+            with open_text(path) as f:
+                head = f.read(4096).lstrip()
+        except UnicodeDecodeError as exc:
+            raise not_utf8([path], exc) from exc
         return "json" if head.startswith("[") else "jsonl"
     raise UserError(f"{path}: unknown data format; use .json, .jsonl, .jsonl.gz, .parquet or .arrow")
 
@@ -49,6 +52,35 @@ def open_text(path: Path):
     if path.name.endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8")
     return open(path, encoding="utf-8")
+
+
+def not_utf8(files: Iterable[Path], exc: UnicodeDecodeError) -> UserError:
+    """The error for text files that do not decode: the first offending file and line (as
+    an editor numbers lines), and what to do. The decoder's own position is an offset into
+    a buffer, which says nothing to a user."""
+    for path in files:
+        line = 1
+        with _open_bytes(path) as f:
+            for raw in f:
+                for part in _split_cr(raw) if b"\r" in raw else (raw,):
+                    try:
+                        part.decode("utf-8")
+                    except UnicodeDecodeError as bad:
+                        return UserError(
+                            f"{path} line {line} is not UTF-8 text (byte 0x{part[bad.start]:02x} at "
+                            f"byte {bad.start + 1} of the line); save the file as UTF-8 (from latin1, "
+                            f"say: `{_recode_example(path)}`) and pass that"
+                        )
+                    line += 1
+    return UserError(f"a data file is not UTF-8 text ({exc.reason}); save it as UTF-8 and pass that")
+
+
+def _recode_example(path: Path) -> str:
+    name = path.name
+    if name.endswith(".gz"):
+        plain = Path(name[: -len(".gz")])
+        return f"gunzip -c {name} | iconv -f latin1 -t utf-8 > {plain.stem}.utf8{plain.suffix}"
+    return f"iconv -f latin1 -t utf-8 {name} > {path.stem}.utf8{path.suffix}"
 
 
 def file_digest(path: Path) -> str:

@@ -107,6 +107,8 @@ def test_inspect_shows_segments(monkeypatch, capsys, tiny_model_dir, data):
         ("out-is-file", ["is a file"]),
         ("bad-prompt-config", ["prompt config"]),
         ("duplicate-ids", ["repeated values"]),
+        ("not-utf8-jsonl", ["latin.jsonl line 4 is not UTF-8 text (byte 0xe9", "iconv -f latin1"]),
+        ("not-utf8-json", ["latin.json line 3 is not UTF-8 text (byte 0xe9", "save the file as UTF-8"]),
     ],
 )
 def test_user_errors(monkeypatch, capsys, tiny_model_dir, data, tmp_path, case, needles):
@@ -142,6 +144,12 @@ def test_user_errors(monkeypatch, capsys, tiny_model_dir, data, tmp_path, case, 
         path = tmp_path / "dup.jsonl"
         path.write_text('{"id": 1, "question": "a?"}\n{"id": 1, "question": "b?"}\n')
         extra += ["--id-field", "id"]
+    elif case == "not-utf8-jsonl":  # a blank line and a \r\n line before it: editor line numbers
+        path = tmp_path / "latin.jsonl"
+        path.write_bytes(b'{"question": "a?"}\r\n\n{"question": "b?"}\n{"question": "caf\xe9?"}\n')
+    elif case == "not-utf8-json":
+        path = tmp_path / "latin.json"
+        path.write_bytes(b'[\n{"question": "a?"},\n{"question": "caf\xe9?"}\n]\n')
     code, _, err = run_cli(monkeypatch, capsys, *_score(model, path, out, *extra))
     _one_line_error(code, err, *needles)
     if case == "out-is-file":

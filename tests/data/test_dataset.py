@@ -76,6 +76,20 @@ def test_bad_json_files(tmp_path, content, needle):
         open_dataset(path)
 
 
+def test_a_gzipped_or_sharded_file_that_is_not_utf8_is_named_by_file_and_line(tmp_path):
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "a.jsonl").write_text(json.dumps(ROWS[0]) + "\n")
+    with gzip.open(tmp_path / "shards" / "b.jsonl.gz", "wb") as f:
+        f.write(b'{"q": "fine"}\r{"q": "caf\xe9"}\n')  # a lone \r ends a line too
+    with pytest.raises(UserError) as info:
+        open_dataset(tmp_path / "shards")
+    assert str(info.value) == (
+        f"{tmp_path / 'shards' / 'b.jsonl.gz'} line 2 is not UTF-8 text (byte 0xe9 at byte 11 of the "
+        "line); save the file as UTF-8 (from latin1, say: `gunzip -c b.jsonl.gz | iconv -f latin1 -t "
+        "utf-8 > b.utf8.jsonl`) and pass that"
+    )
+
+
 def test_unknown_extension(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("a,b\n")
