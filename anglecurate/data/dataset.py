@@ -107,6 +107,22 @@ class Dataset:
             offset += rows
         return pl.concat(pieces) if len(pieces) > 1 else pieces[0]
 
+    def locate(self, row: int) -> str:
+        """Where row ``row`` (the 0-based row index) is, as a user finds it: ``FILE line N``
+        in a JSON lines file (its line, blank lines counted), else ``FILE row N`` (the index
+        within that file; with several files, the dataset's row index follows)."""
+        if self.format == "jsonl":
+            path, line = formats.jsonl_line_of(self.files, row)
+            return f"{path} line {line}"
+        if len(self.file_rows) < 2:
+            return f"{self.path} row {row}"
+        offset = 0
+        for path, rows in zip(self.files, self.file_rows, strict=True):
+            if row < offset + rows:
+                return f"{path} row {row - offset} (row_index {row})"
+            offset += rows
+        return f"{self.path} row {row}"
+
     def duplicates(self, column: str, limit: int = 3) -> list:
         """Up to ``limit`` values of ``column`` that occur more than once (nulls included)."""
         if self.format == "parquet":
@@ -143,7 +159,8 @@ def _open(source: DataSource) -> Dataset:
         frames = [formats.read_json_array(f) for f in files]
         _same_schema([f.schema for f in frames], files, names_only=True)
         frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
-        return Dataset(source.path, fmt, frame.schema, frame.height, _frame=frame, **common)
+        rows = [f.height for f in frames]
+        return Dataset(source.path, fmt, frame.schema, frame.height, file_rows=rows, _frame=frame, **common)
     if fmt == "parquet":
         schemas = [pl.read_parquet_schema(f) for f in files]
         _same_schema(schemas, files)

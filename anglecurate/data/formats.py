@@ -164,27 +164,41 @@ class ChunkStarts:
         return self.file[index], self.offset[index], self.lineno[index]
 
 
-def jsonl_chunk_starts(files: list[Path], chunk_rows: int) -> ChunkStarts:
-    """One pass over the files' bytes, parsing nothing, to find where every chunk starts.
-
-    It splits and skips lines as :func:`jsonl_lines` does (text mode's line ends, blank
-    lines), in bytes so that it knows their offsets (decompressed bytes, if gzipped)."""
-    file, offset, lineno = array("q"), array("q"), array("q")
-    n = 0  # non-blank lines so far
+def _row_starts(files: list[Path]) -> Iterator[LineStart]:
+    """Where each row (non-blank line) starts, in bytes, parsing nothing. Lines are split and
+    skipped as :func:`jsonl_lines` does (text mode's line ends, blank lines), in bytes so that
+    their offsets are known (decompressed bytes, if gzipped)."""
     for k, path in enumerate(files):
         at, line = 0, 1
         with _open_bytes(path) as f:
             for raw in f:  # split at \n only: a lone \r splits it again
                 for part in _split_cr(raw) if b"\r" in raw else (raw,):
                     if not _is_blank(part):
-                        if n % chunk_rows == 0:
-                            file.append(k)
-                            offset.append(at)
-                            lineno.append(line)
-                        n += 1
+                        yield k, at, line
                     at += len(part)
                     line += 1
+
+
+def jsonl_chunk_starts(files: list[Path], chunk_rows: int) -> ChunkStarts:
+    """One pass over the files' bytes, parsing nothing, to find where every chunk starts."""
+    file, offset, lineno = array("q"), array("q"), array("q")
+    n = 0  # non-blank lines so far
+    for k, at, line in _row_starts(files):
+        if n % chunk_rows == 0:
+            file.append(k)
+            offset.append(at)
+            lineno.append(line)
+        n += 1
     return ChunkStarts(chunk_rows, n, file, offset, lineno)
+
+
+def jsonl_line_of(files: list[Path], row: int) -> tuple[Path, int]:
+    """(file, 1-based line number) of row ``row`` (0-based, blank lines not counted): where
+    an editor shows it. Reads the bytes up to that row, parsing nothing."""
+    for n, (k, _, line) in enumerate(_row_starts(files)):
+        if n == row:
+            return files[k], line
+    raise IndexError(f"row {row} of {len(files)} JSON lines files")
 
 
 def jsonl_chunk(files: list[Path], starts: ChunkStarts, index: int) -> list[Line]:

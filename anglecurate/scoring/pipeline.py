@@ -361,7 +361,7 @@ def prepare_rows(
         except InvalidRow as exc:
             if not cfg.skip_invalid:
                 raise UserError(
-                    f"{p.dataset.path} row {rows[row]}: {exc}; fix the row or pass "
+                    f"{p.dataset.locate(int(rows[row]))}: {exc}; fix the row or pass "
                     "--skip-invalid to skip such rows"
                 ) from exc
             status[row] = SkipReason.INVALID.value
@@ -442,6 +442,6 @@ def inspect_row(cfg: ScoreConfig, row: int):
     try:
         _, rendered = p.spec.render(record[cfg.field])
     except InvalidRow as exc:
-        raise UserError(f"{p.dataset.path} row {row}: {exc}") from exc
+        raise UserError(f"{p.dataset.locate(row)} (--row {row}): {exc}") from exc
     (seg,) = p.segmenter([rendered])
     return p.spec.tokenizer, seg, uid

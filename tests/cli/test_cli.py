@@ -92,6 +92,14 @@ def test_inspect_shows_segments(monkeypatch, capsys, tiny_model_dir, data):
     assert "What is 3 + 3?" in stdout and "prefix" in stdout and "question" in stdout
 
 
+def test_inspect_names_a_bad_row_by_its_line(monkeypatch, capsys, tiny_model_dir, tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"question": "fine?"}\n\n\n{"question": ""}\n')
+    args = ["inspect", "--model", tiny_model_dir, "--data", path, "--field", "question", "--row", "1"]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    _one_line_error(code, err, f"{path} line 4 (--row 1): empty question")
+
+
 @pytest.mark.parametrize(
     "case,needles",
     [
@@ -99,7 +107,8 @@ def test_inspect_shows_segments(monkeypatch, capsys, tiny_model_dir, data):
         ("data-dir", ["folder with no data files"]),
         ("malformed-line", [":2:", "malformed JSON"]),
         ("missing-field", ["no column 'prompt'", "--field"]),
-        ("empty-question", ["row 1", "empty question", "--skip-invalid"]),
+        ("empty-question", ["empty.jsonl line 3: empty question", "--skip-invalid"]),
+        ("empty-question-parquet", ["empty.parquet row 1: empty question", "--skip-invalid"]),
         ("missing-model", ["not found", "hub id"]),
         ("model-dir-no-config", ["no config.json"]),
         ("bad-layer", ["layer 7 does not exist", "3 layers"]),
@@ -124,9 +133,12 @@ def test_user_errors(monkeypatch, capsys, tiny_model_dir, data, tmp_path, case, 
         path.write_text('{"question": "ok"}\n{"question": oops}\n')
     elif case == "missing-field":
         extra = []
-    elif case == "empty-question":
+    elif case == "empty-question":  # row 1 is on line 3: the blank line counts as a line
         path = tmp_path / "empty.jsonl"
-        path.write_text('{"question": "fine?"}\n{"question": "   "}\n')
+        path.write_text('{"question": "fine?"}\n\n{"question": "   "}\n')
+    elif case == "empty-question-parquet":  # no lines: the row index is what finds the row
+        path = tmp_path / "empty.parquet"
+        pl.DataFrame({"question": ["fine?", "   "]}).write_parquet(path)
     elif case == "missing-model":
         model = tmp_path / "no-such-model"
     elif case == "model-dir-no-config":

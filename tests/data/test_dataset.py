@@ -287,3 +287,23 @@ def test_jsonl_lines_split_and_number_lines_as_text_mode_does(tmp_path, newline)
     assert [formats.jsonl_chunk([path], starts, i) for i in range(len(starts))] == [
         expected[i : i + 7] for i in range(0, len(expected), 7)
     ]
+
+
+def test_locate_names_a_row_by_line_in_line_files_and_by_index_elsewhere(tmp_path):
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    (lines / "a.jsonl").write_text('{"q": "0"}\n\n{"q": "1"}\n')
+    (lines / "b.jsonl").write_text('\r\n{"q": "2"}\r\n{"q": "3"}\r\n')
+    ds = open_dataset(lines)
+    assert [ds.locate(r) for r in range(4)] == [
+        f"{lines / 'a.jsonl'} line 1",
+        f"{lines / 'a.jsonl'} line 3",
+        f"{lines / 'b.jsonl'} line 2",
+        f"{lines / 'b.jsonl'} line 3",
+    ]
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    pl.DataFrame({"q": ["0", "1"]}).write_parquet(parts / "a.parquet")
+    pl.DataFrame({"q": ["2"]}).write_parquet(parts / "b.parquet")
+    assert open_dataset(parts).locate(2) == f"{parts / 'b.parquet'} row 0 (row_index 2)"
+    assert open_dataset(parts / "a.parquet").locate(1) == f"{parts / 'a.parquet'} row 1"
