@@ -124,8 +124,9 @@ RANKING_KEYS = (*SPLIT_KEYS, "train_rows", "model", "ranking")
 def check_config(cfg: PilotConfig, folder: Path) -> None:
     """Refuse to mix runs of another study into ``folder``; record the settings otherwise.
 
-    Before any run has started (a first attempt that stopped at a typo, say), other settings
-    are taken as a correction: the split and ranking they change are rebuilt."""
+    Before any run has started (a first attempt that was killed, say), other settings are
+    taken as a correction: the split and ranking they change are rebuilt. (A start that
+    stopped at a mistake left nothing: :func:`discard_start`.)"""
     path = folder / CONFIG_FILE
     if path.is_file():
         previous = PilotConfig.from_dict(json.loads(path.read_text())).study()
@@ -141,6 +142,17 @@ def check_config(cfg: PilotConfig, folder: Path) -> None:
             shutil.rmtree(folder / "data", ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cfg.to_dict(), path)
+
+
+def discard_start(folder: Path) -> None:
+    """Undo a start that failed before any run began: the settings, split and ranking it
+    wrote go, so the folder holds nothing of it (and the lock, released, removes a folder it
+    created). Once a run has begun, they describe that study and stay."""
+    if (folder / "runs").is_dir():
+        return
+    (folder / CONFIG_FILE).unlink(missing_ok=True)
+    for name in ("data", "ranking"):
+        shutil.rmtree(folder / name, ignore_errors=True)
 
 
 @dataclass(frozen=True)

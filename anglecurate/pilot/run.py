@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from anglecurate.base.errors import UserError
-from anglecurate.pilot.plan import PilotConfig, check_config, prepare_split
+from anglecurate.pilot.plan import PilotConfig, check_config, discard_start, prepare_split
 from anglecurate.pilot.train import CURVE_SCHEMA, DONE, Task, read_curve, run_dir
 from anglecurate.rewards.registry import resolve_reward
 from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
@@ -153,14 +153,18 @@ def run_pilot(cfg: PilotConfig, progress) -> PilotResult:
     folder = Path(cfg.out)
     started = time.time()
     with exclusive_writer(folder):
-        check_config(cfg, folder)
-        split = prepare_split(cfg, folder)
-        ordered = [a for a in cfg.arms if a != "uniform"]
-        ranking = None
-        if any(a in ("gainrl", "gainrl-open", "reverse") for a in ordered) or (ordered and cfg.ranking):
-            ranking = _ranking(cfg, split.train_path, folder, progress)
-        task = _task(cfg, split, reward, ranking)
-        orders = build_orders(cfg.arms, ranking, split.train, cfg.field, task.spec.tokenizer)
+        try:
+            check_config(cfg, folder)
+            split = prepare_split(cfg, folder)
+            ordered = [a for a in cfg.arms if a != "uniform"]
+            ranking = None
+            if any(a in ("gainrl", "gainrl-open", "reverse") for a in ordered) or (ordered and cfg.ranking):
+                ranking = _ranking(cfg, split.train_path, folder, progress)
+            task = _task(cfg, split, reward, ranking)
+            orders = build_orders(cfg.arms, ranking, split.train, cfg.field, task.spec.tokenizer)
+        except UserError:
+            discard_start(folder)  # a mistake leaves nothing that changes the next attempt
+            raise
         for seed in seeds_of(cfg):  # seed by seed: a pilot stopped early still compares every arm
             for arm in cfg.arms:
                 train_one(task, arm, seed, orders.get(arm), progress)

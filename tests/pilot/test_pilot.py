@@ -132,7 +132,39 @@ def test_pilot_errors_are_one_line(monkeypatch, capsys, tiny_model_dir, data, tm
     out = tmp_path / "p"
     code, _, err = run_cli(monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out, *extra))
     _one_line_error(code, err, needle)
-    assert not (out / "runs").exists()
+    assert not out.exists()  # a failed start leaves nothing: no config.json with its settings
+
+
+def test_a_failed_start_after_the_split_and_ranking_leaves_nothing(
+    monkeypatch, capsys, tiny_model_dir, data, tmp_path
+):
+    """A mistake found only once the split is written and the ranking scored takes them
+    back with the settings."""
+    from anglecurate.base.errors import UserError
+    from anglecurate.pilot import arms
+
+    def refuses(*args):
+        assert (out / "config.json").is_file() and (out / "data" / "train.parquet").is_file()
+        assert (out / "ranking" / "manifest.json").is_file()
+        raise UserError("found late")
+
+    monkeypatch.setattr(arms, "build_orders", refuses)
+    out = tmp_path / "p"
+    code, _, err = run_cli(
+        monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out, "--arms", "uniform,gainrl")
+    )
+    _one_line_error(code, err, "found late")
+    assert not out.exists()
+
+
+def test_a_failed_start_keeps_a_started_study(monkeypatch, capsys, tiny_model_dir, data, tmp_path):
+    out = tmp_path / "p"
+    (out / "runs" / "uniform-seed0").mkdir(parents=True)  # a run of this study has begun
+    config = json.dumps(_config(tiny_model_dir, data, out))
+    (out / "config.json").write_text(config)
+    code, _, err = run_cli(monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out, "--reward", "exact"))
+    _one_line_error(code, err, "unknown --reward 'exact'")
+    assert (out / "config.json").read_text() == config
 
 
 def test_pilot_refuses_a_ranking_of_another_dataset(
