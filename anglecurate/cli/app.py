@@ -504,6 +504,11 @@ def pilot(
     gradient_checkpointing: bool = typer.Option(
         False, "--gradient-checkpointing", help="Trade compute for memory."
     ),
+    max_train_tokens: int = typer.Option(
+        None,
+        help="Token budget of one training micro-batch (completions x longest sequence); each step "
+        "accumulates its micro-batches. Default 2048 on CPU, 16384 on GPU.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print pilot.json on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or verdict."),
 ) -> None:
@@ -542,12 +547,15 @@ def pilot(
             bf16=bf16,
             use_vllm=use_vllm,
             gradient_checkpointing=gradient_checkpointing,
+            max_train_tokens=max_train_tokens,
         )
     if json_out:
         print(json.dumps(result.summary, default=str))
     elif not quiet:
         for line in result.verdict:
             print(line, file=sys.stderr)
+        if result.summary.get("cost"):
+            print(result.summary["cost"]["summary"], file=sys.stderr)
         print(f"wrote {out / 'pilot.parquet'}, pilot.json and pilot.png", file=sys.stderr)
 
 

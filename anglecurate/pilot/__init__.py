@@ -1,10 +1,11 @@
 """Pilots: short side-by-side GRPO trainings that measure whether an order pays off.
 
-plan      the settings, the folder layout and the train / held-out split
+plan      the settings, the folder layout, the train / held-out split and the micro-batch
 arms      each arm's order of the training rows (uniform, gainrl, gainrl-open, length, reverse)
 evaluate  held-out accuracy of the policy, by the same reward
 train     one (arm, seed) run with TRL's GRPOTrainer: curve, checkpoints, resume
 summary   speedups to uniform with bootstrap intervals, and the plain-language verdict
+cost      generated tokens and wall seconds, per arm and in uniform runs of the budget
 figure    pilot.png
 run       every run of a pilot, then pilot.parquet, pilot.json, pilot.png
 """

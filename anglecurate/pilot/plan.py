@@ -10,6 +10,10 @@ A pilot folder ``P`` holds::
     P/pilot.parquet, P/pilot.json, P/pilot.png   the results (docs/pilot.md)
 
 The split is a seeded permutation of the input's rows, so a rerun holds out the same rows.
+
+Each optimizer step trains on ``prompts_per_step x num_generations`` completions, computed in
+micro-batches of whole completions under a token budget (:func:`train_micro_batch`), the
+gradients accumulated inside TRL: memory is bounded by the micro-batch, not by the step.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ ARMS = ("uniform", "gainrl", "gainrl-open", "length", "reverse")
 DEFAULT_ARMS = ("uniform", "gainrl", "length")
 CONFIG_FILE = "config.json"
 SPLIT_SEED = 1234  # the held-out split does not move with --seed-base
+# Tokens (completions x their longest sequence) one training forward and backward holds,
+# by device, when --max-train-tokens is not given. Measured (docs/pilot.md): on CPU,
+# SmolLM2-135M in fp32 peaks near 4 GB resident at 2048; a GPU holds more and wants more.
+DEFAULT_TRAIN_TOKENS = {"cpu": 2048, "cuda": 16384}
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class PilotConfig:
     train_rows: int | None = None  # cap on training rows (after the hold-out)
     reward: str = "number"
     per_epoch: int | None = None  # GAIN-RL epoch size; default prompts_per_step * eval_every
+    max_train_tokens: int | None = None  # micro-batch budget; None: DEFAULT_TRAIN_TOKENS by device
     grpo: GRPOOptions = field(default_factory=GRPOOptions)
 
     @property
@@ -83,6 +92,8 @@ class PilotConfig:
         for name in ("seeds", "steps", "eval_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_train_tokens is not None and self.max_train_tokens < 1:
+            raise UserError("--max-train-tokens must be at least 1")
         if self.eval_data is None and self.eval_rows < 1:
             raise UserError("--eval-rows must be at least 1 (or pass --eval-data)")
         g = self.grpo
@@ -108,11 +119,35 @@ class PilotConfig:
         return cls(**data)
 
     def study(self) -> dict:
-        """The settings that define the experiment: the same study may add arms or seeds."""
+        """The settings that define the experiment: the same study may add arms or seeds.
+
+        ``max_train_tokens`` is not one of them: it splits each step's completions into
+        micro-batches without changing the step (the same gradient to float tolerance), so a
+        run stopped by an out-of-memory error resumes with a smaller budget."""
         data = self.to_dict()
-        for key in ("arms", "seeds", "out"):
+        for key in ("arms", "seeds", "out", "max_train_tokens"):
             data.pop(key)
         return data
+
+
+def train_budget(max_train_tokens: int | None, device_type: str) -> int:
+    """The micro-batch token budget: the option, else the device's default."""
+    if max_train_tokens is not None:
+        return max_train_tokens
+    return DEFAULT_TRAIN_TOKENS.get(device_type, DEFAULT_TRAIN_TOKENS["cuda"])
+
+
+def train_micro_batch(completions_per_step: int, sequence_tokens: int, budget: int) -> int:
+    """Completions per training forward and backward: the largest divisor of
+    ``completions_per_step`` (prompts x generations) whose ``micro x sequence_tokens`` fits
+    ``budget``; 1 when not even one sequence fits (one is the least a step can run).
+
+    A divisor, so every step is the same whole number of equal micro-batches: TRL splits
+    one generation batch into ``steps_per_generation`` equal slices."""
+    if completions_per_step < 1 or sequence_tokens < 1:
+        raise ValueError("completions_per_step and sequence_tokens must be positive")
+    fits = max(budget // sequence_tokens, 1)
+    return max(d for d in range(1, min(fits, completions_per_step) + 1) if completions_per_step % d == 0)
 
 
 # Settings the split and the ranking are made from: changed before any run started, those

@@ -118,8 +118,24 @@ def seeds_of(cfg: PilotConfig) -> list[int]:
     return [cfg.seed_base + i for i in range(cfg.seeds)]
 
 
-def write_outputs(folder: Path, cfg: PilotConfig, curves: pl.DataFrame, started: float) -> dict:
+def training_batches(task: Task) -> dict:
+    """``pilot.json``'s ``training``: how each optimizer step was split into micro-batches."""
+    g = task.cfg.grpo
+    completions = g.prompts_per_step * g.num_generations
+    return {
+        "completions_per_step": completions,
+        "sequence_tokens": task.sequence_tokens,
+        "micro_batch": task.micro_batch,
+        "accumulation_steps": completions // task.micro_batch,
+        "max_train_tokens": task.train_tokens,
+    }
+
+
+def write_outputs(
+    folder: Path, cfg: PilotConfig, curves: pl.DataFrame, started: float, training: dict | None = None
+) -> dict:
     """``pilot.parquet``, ``pilot.json`` and ``pilot.png`` from the finished runs."""
+    from anglecurate.pilot.cost import pilot_cost
     from anglecurate.pilot.figure import draw_pilot
     from anglecurate.pilot.summary import summarize
 
@@ -132,6 +148,8 @@ def write_outputs(folder: Path, cfg: PilotConfig, curves: pl.DataFrame, started:
         "runs_finished": curves.select("arm", "seed").unique().height if curves.height else 0,
         "runs_planned": len(cfg.arms) * cfg.seeds,
         **summary,
+        "cost": pilot_cost(curves) if curves.height else None,
+        "training": training,
         "config": cfg.to_dict(),
         "wall_seconds_this_invocation": round(time.time() - started, 1),
     }
@@ -165,10 +183,15 @@ def run_pilot(cfg: PilotConfig, progress) -> PilotResult:
         except UserError:
             discard_start(folder)  # a mistake leaves nothing that changes the next attempt
             raise
+        training = training_batches(task)
+        progress.log(
+            f"each step: {training['completions_per_step']} completions of up to {task.sequence_tokens} "
+            f"tokens, trained {task.micro_batch} at a time ({training['accumulation_steps']} micro-batches)"
+        )
         for seed in seeds_of(cfg):  # seed by seed: a pilot stopped early still compares every arm
             for arm in cfg.arms:
                 train_one(task, arm, seed, orders.get(arm), progress)
-                write_outputs(folder, cfg, collect(folder, cfg), started)
+                write_outputs(folder, cfg, collect(folder, cfg), started, training)
         curves = collect(folder, cfg)
-        summary = write_outputs(folder, cfg, curves, started)
+        summary = write_outputs(folder, cfg, curves, started, training)
     return PilotResult(folder, curves, summary)

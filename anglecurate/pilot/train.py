@@ -5,8 +5,14 @@ rewritten atomically after each), ``checkpoints/`` (TRL's, one kept, saved at ev
 evaluation) and ``done.json`` once finished. A killed run restarts from its last checkpoint
 and keeps the curve rows up to it; a finished run is never redone.
 
+Each optimizer step is TRL's: one generation batch of prompts x generations completions,
+trained in micro-batches of :attr:`Task.micro_batch` completions with the gradients
+accumulated (``grpo_args``), so memory follows the micro-batch and not the step.
+
 Curve columns (docs/formats.md): arm, seed, step, tokens (generated completion tokens so
-far), seconds (training wall time so far, evaluations excluded), accuracy (held-out),
+far), eval_tokens (tokens the held-out evaluations generated so far), seconds (training
+wall time so far, evaluations excluded), eval_seconds (the evaluations' wall time so far),
+accuracy (held-out),
 train_reward (mean training reward since the previous evaluation), and for ordered arms
 epoch, centre (the window's centre rank of that epoch), fed_accuracy and fed_angle (the
 last finished epoch's feedback; null before the first).
@@ -15,6 +21,7 @@ last finished epoch's feedback; null before the first).
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,8 +32,8 @@ import torch
 
 from anglecurate.base.errors import UserError
 from anglecurate.pilot.arms import Order, curriculum_for, epochs_in
-from anglecurate.pilot.evaluate import evaluate
-from anglecurate.pilot.plan import PilotConfig
+from anglecurate.pilot.evaluate import evaluate, render_prompts
+from anglecurate.pilot.plan import PilotConfig, train_budget, train_micro_batch
 from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
 
 CURVE = "curve.parquet"
@@ -38,6 +45,7 @@ CURVE_SCHEMA = {
     "tokens": pl.Int64,
     "eval_tokens": pl.Int64,
     "seconds": pl.Float64,
+    "eval_seconds": pl.Float64,
     "accuracy": pl.Float64,
     "train_reward": pl.Float64,
     "epoch": pl.Int64,
@@ -58,14 +66,47 @@ class Task:
     eval_answers: list[str]
     reward: object
 
+    @functools.cached_property
+    def sequence_tokens(self) -> int:
+        """The longest training sequence in tokens: the longest prompt as TRL renders it
+        (the chat template with the generation prompt), plus ``max_completion_length``."""
+        tokenizer = self.spec.tokenizer
+        prompts = [row["prompt"] for row in self.train_rows]
+        chat = bool(prompts) and isinstance(prompts[0], list)
+        texts = render_prompts(tokenizer, prompts)
+        longest = max(
+            (len(ids) for ids in tokenizer(texts, add_special_tokens=not chat)["input_ids"]), default=0
+        )
+        return longest + self.cfg.grpo.max_completion_length
+
+    @property
+    def train_tokens(self) -> int:
+        """The micro-batch token budget: --max-train-tokens, else the device's default."""
+        return train_budget(self.cfg.max_train_tokens, "cuda" if torch.cuda.is_available() else "cpu")
+
+    @functools.cached_property
+    def micro_batch(self) -> int:
+        """Completions per training forward and backward, under :attr:`train_tokens`."""
+        g = self.cfg.grpo
+        return train_micro_batch(
+            g.prompts_per_step * g.num_generations, self.sequence_tokens, self.train_tokens
+        )
+
 
 def run_dir(folder: Path, arm: str, seed: int) -> Path:
     return folder / "runs" / f"{arm}-seed{seed}"
 
 
 def read_curve(run: Path) -> pl.DataFrame:
+    """The run's curve in ``CURVE_SCHEMA``; a column a curve from an older version lacks is null."""
     path = run / CURVE
-    return pl.read_parquet(path) if path.is_file() else pl.DataFrame(schema=CURVE_SCHEMA)
+    if not path.is_file():
+        return pl.DataFrame(schema=CURVE_SCHEMA)
+    frame = pl.read_parquet(path)
+    missing = [
+        pl.lit(None, dtype).alias(name) for name, dtype in CURVE_SCHEMA.items() if name not in frame.columns
+    ]
+    return frame.with_columns(missing).select(list(CURVE_SCHEMA))
 
 
 def _last_checkpoint(run: Path) -> Path | None:
@@ -97,6 +138,7 @@ class _Recorder:
         last = self.rows[-1] if self.rows else {"tokens": 0, "seconds": 0.0}
         self.tokens, self.seconds = int(last["tokens"]), float(last["seconds"])
         self.eval_tokens = int(last.get("eval_tokens") or 0)  # a curve from before it was kept: 0
+        self.eval_seconds = float(last.get("eval_seconds") or 0.0)
         self.rewards: list[float] = []
         self.progress = progress
         self.curriculum = None
@@ -110,6 +152,7 @@ class _Recorder:
 
     def record(self, model, step: int) -> None:
         cfg = self.task.cfg
+        t0 = time.perf_counter()
         accuracy, generated = evaluate(
             model,
             self.task.spec.tokenizer,
@@ -121,6 +164,7 @@ class _Recorder:
             seed=self.seed,
         )
         self.eval_tokens += generated
+        self.eval_seconds += time.perf_counter() - t0
         row = {
             "arm": self.arm,
             "seed": self.seed,
@@ -128,6 +172,7 @@ class _Recorder:
             "tokens": self.tokens,
             "eval_tokens": self.eval_tokens,
             "seconds": self.seconds,
+            "eval_seconds": self.eval_seconds,
             "accuracy": accuracy,
             "train_reward": sum(self.rewards) / len(self.rewards) if self.rewards else None,
             "epoch": None,
@@ -177,19 +222,33 @@ def _tracking_reward(recorder: _Recorder, reward, curriculum):
     return pilot_reward
 
 
-def grpo_args(cfg: PilotConfig, run: Path, seed: int):
-    """TRL's config of one run: ``max_steps`` bounds it, so the epoch count is TRL's own."""
+def grpo_args(cfg: PilotConfig, run: Path, seed: int, micro_batch: int):
+    """TRL's config of one run: ``max_steps`` bounds it, so the epoch count is TRL's own.
+
+    One optimizer step is one generation batch of prompts x generations completions (as
+    with one big batch: the same prompts, the same sampling), trained in
+    ``completions / micro_batch`` micro-batches of ``micro_batch`` with the gradients
+    accumulated: ``steps_per_generation`` = ``gradient_accumulation_steps``. TRL's default
+    loss (``dapo``) divides each micro-batch's token-loss sum by the token count of the whole
+    generation batch, so the accumulated gradient is the one-batch gradient (to float
+    rounding). (``grpo``'s mean over sequences is exact too, with equal micro-batches;
+    ``bnpo``, normalised by each micro-batch's own tokens, is not.)"""
     from trl import GRPOConfig
 
     g = cfg.grpo
+    completions = g.prompts_per_step * g.num_generations
+    if completions % micro_batch:
+        raise ValueError(f"micro_batch {micro_batch} does not divide the {completions} completions of a step")
+    accumulation = completions // micro_batch
     return GRPOConfig(
         output_dir=str(run / "checkpoints"),
         seed=seed,
         data_seed=seed,
         max_steps=cfg.steps,
-        per_device_train_batch_size=g.prompts_per_step * g.num_generations,
-        gradient_accumulation_steps=1,
-        steps_per_generation=1,
+        per_device_train_batch_size=micro_batch,
+        gradient_accumulation_steps=accumulation,
+        steps_per_generation=accumulation,
+        loss_type="dapo",  # named: the normalisation that makes micro-batches exact (above)
         num_generations=g.num_generations,
         max_completion_length=g.max_completion_length,
         learning_rate=g.learning_rate,
@@ -238,7 +297,7 @@ def train_one(task: Task, arm: str, seed: int, order: Order | None, progress) ->
         recorder.record(model, 0)
     kwargs = dict(
         model=model,
-        args=grpo_args(cfg, run, seed),
+        args=grpo_args(cfg, run, seed, task.micro_batch),
         train_dataset=dataset,
         reward_funcs=[_tracking_reward(recorder, task.reward, curriculum)],
         processing_class=task.spec.tokenizer,
@@ -258,8 +317,12 @@ def train_one(task: Task, arm: str, seed: int, order: Order | None, progress) ->
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except (ValueError, RuntimeError) as exc:
         if "out of memory" in str(exc).lower():
+            micro = task.micro_batch
+            lower = "--max-train-tokens, " if micro > 1 else ""  # one completion is the least a batch holds
             raise UserError(
-                f"{arm} seed {seed} ran out of memory; lower --prompts-per-step or --max-completion-length"
+                f"{arm} seed {seed} ran out of memory (micro-batches of {micro} completions, up to "
+                f"{micro * task.sequence_tokens} tokens); lower {lower}--max-completion-length or "
+                "--prompts-per-step (one generation batch), or add --gradient-checkpointing; rerun to resume"
             ) from exc
         raise
     atomic_write_json({"arm": arm, "seed": seed, "steps": cfg.steps}, run / DONE)

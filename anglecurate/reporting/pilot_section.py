@@ -68,11 +68,22 @@ def _speedup(arm: str, ratio, ci) -> str:
     return f"{ratio:.2f}x" + (f" {_cell(ci)}" if ci else "")
 
 
+def _cost_cells(cost: dict | None) -> list[str]:
+    """An arm's (or the pilot's) generated tokens, wall seconds and uniform runs (pilot.json's
+    ``cost``); n/a for a pilot written before the cost was kept."""
+    if not cost:
+        return ["n/a"] * 3
+    runs = (cost.get("in_uniform_runs") or {}).get("wall_seconds")
+    return [f"{cost['generated_tokens']:,}", f"{cost['wall_seconds']:,.0f}", _cell(runs, 1)]
+
+
 def pilot_html(summary: dict, figure_html: str | None) -> str:
     """The section: verdict lines, one table row per arm, then pilot.png."""
     head = ["arm", "seeds", "before", "final acc.", "best acc.", "AUC", "steps to target"]
     head += ["speedup (steps) [95%]", "speedup (tokens) [95%]"]
+    head += ["generated tokens", "wall seconds", "uniform runs (time)"]
     learned = summary.get("baseline_learned", True)
+    cost = summary.get("cost") or {}
     rows = []
     for arm, entry in summary.get("arms", {}).items():
         cells = [
@@ -85,6 +96,7 @@ def pilot_html(summary: dict, figure_html: str | None) -> str:
             _to_target(entry.get("steps_to_target"), learned),
             _speedup(arm, entry.get("speedup_steps"), entry.get("speedup_steps_ci95")),
             _speedup(arm, entry.get("speedup_tokens"), entry.get("speedup_tokens_ci95")),
+            *_cost_cells(cost.get("arms", {}).get(arm)),
         ]
         rows.append(  # every cell but the arm's is a number, kept on one line
             "<tr>"
@@ -112,7 +124,13 @@ def pilot_html(summary: dict, figure_html: str | None) -> str:
             f"uniform learned nothing (held-out accuracy {_cell(target)} at the end, no higher than "
             "before training), so there is no target: no steps to it and no speedups (n/a)"
         )
+    about += (
+        "; cost: tokens generated for training and evaluation, and their wall seconds, summed "
+        "over the arm's seeds; uniform runs: that time over one uniform run's"
+    )
     note = f'<p class="note">{html.escape(runs)}; {html.escape(about)}.</p>'
+    if cost.get("summary"):
+        note += f'<p class="note">{html.escape(cost["summary"])}</p>'
     return (
         '<section id="pilot"><h2>Pilot (<code>anglecurate pilot</code>)</h2>'
         f"{note}<ul>{verdict}</ul>{table}{figure_html or ''}</section>"

@@ -14,19 +14,6 @@ from anglecurate.pilot import train as pilot_train  # noqa: E402
 
 from ..helpers import run_cli  # noqa: E402
 
-ARITH = [("3 + 4", 7), ("9 - 2", 7), ("5 * 6", 30), ("12 + 30", 42), ("8 - 8", 0), ("7 * 7", 49)]
-
-
-@pytest.fixture
-def data(tmp_path):
-    path = tmp_path / "arith.jsonl"
-    rows = [
-        {"id": f"a{i}", "problem": f"What is {expr}?" + " Think." * (i % 3), "answer": str(value)}
-        for i, (expr, value) in enumerate(ARITH * 4)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
 
 def pilot_args(model, data, out, *extra):
     return [
@@ -102,6 +89,13 @@ def test_pilot_writes_every_output_and_resumes_after_a_kill(
     ):
         assert key in entry
     assert summary["verdict"] and all(isinstance(line, str) for line in summary["verdict"])
+    cost = summary["cost"]
+    last = curves.sort("step").group_by("arm", "seed").last()
+    assert cost["runs"] == 2 and set(cost["arms"]) == {"uniform", "gainrl"}
+    assert cost["generated_tokens"] == last["tokens"].sum() + last["eval_tokens"].sum() > 0
+    assert cost["wall_seconds"] == pytest.approx(last["seconds"].sum() + last["eval_seconds"].sum(), abs=0.2)
+    assert cost["arms"]["uniform"]["in_uniform_runs"]["wall_seconds"] == 1.0
+    assert summary["training"]["micro_batch"] * summary["training"]["accumulation_steps"] == 4
     assert (out / "pilot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "ranking" / "manifest.json").is_file()  # scored here: no --ranking given
 
@@ -109,6 +103,15 @@ def test_pilot_writes_every_output_and_resumes_after_a_kill(
     assert code == 0, err
     page = (out / "ranking" / "report" / "report.html").read_text()
     assert 'id="pilot"' in page and "speedup (steps)" in page and summary["verdict"][0].split(":")[0] in page
+    assert "uniform runs (time)" in page and cost["summary"].split(";")[0] in page
+
+
+def test_a_curve_from_before_eval_seconds_reads_with_it_null(tmp_path):
+    row = {"arm": "uniform", "seed": 0, "step": 0, "tokens": 0, "seconds": 0.0, "accuracy": 0.5}
+    pl.DataFrame([row]).write_parquet(tmp_path / pilot_train.CURVE)
+    curve = pilot_train.read_curve(tmp_path)
+    assert curve.columns == list(pilot_train.CURVE_SCHEMA)
+    assert curve["eval_seconds"].to_list() == [None] and curve["accuracy"].to_list() == [0.5]
 
 
 def _one_line_error(code, err, needle):
