@@ -7,6 +7,8 @@ the feature nor the target has a meaningful scale and both have heavy tails:
 
 - ``spearman`` / ``spearman_ci``: the association and a paired-bootstrap percentile interval,
   so a rho of 0.2 on 240 samples is reported with its uncertainty rather than as a number.
+- ``auroc`` / ``auroc_ci``: the same for a yes/no target (does a prompt's group of
+  rollouts have reward variance?), the Mann-Whitney form of the area under the ROC curve.
 - ``partial_spearman``: the association left after ranking out covariates (prompt length
   above all: long prompts have both lower angle concentration and larger gradients, and a
   feature that only re-measures length is not worth the forward pass).
@@ -87,12 +89,52 @@ def spearman_ci(
     x, y = _paired_finite(x, y)
     if x.size < 4 or _is_constant(x) or _is_constant(y):
         return float("nan"), float("nan")
+    return _paired_bootstrap_ci(x, y, _spearman_along, n_resamples, level, seed)
+
+
+def _auroc_along(labels: np.ndarray, scores: np.ndarray, axis: int = -1) -> np.ndarray:
+    """AUROC along ``axis`` of labels (0/1) and scores [..., n] float64: the Mann-Whitney U
+    of the positives' average ranks over n1 * n0; nan where a side has no member."""
+    ranks = stats.rankdata(scores, axis=axis)
+    n1 = labels.sum(axis=axis)
+    n0 = labels.shape[axis] - n1
+    u = (ranks * labels).sum(axis=axis) - n1 * (n1 + 1) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return u / (n1 * n0)
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> tuple[float, int]:
+    """Area under the ROC curve of ``scores`` [n] float for ``labels`` [n] (True/1 =
+    positive) and the pairs used: the chance that a random positive scores above a random
+    negative, ties counting half. NaN scores are dropped; nan when a class is empty."""
+    y, s = _paired_finite(np.asarray(labels, dtype=np.float64), scores)
+    value = _auroc_along(y, s) if y.size else np.nan
+    return float(value), int(y.size)
+
+
+def auroc_ci(
+    labels: np.ndarray, scores: np.ndarray, *, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Paired-bootstrap percentile interval (low, high) of :func:`auroc`, as
+    :func:`spearman_ci` draws it: (nan, nan) when fewer than 4 pairs remain or a class has
+    fewer than 2 members; resamples that miss a class are left out."""
+    y, s = _paired_finite(np.asarray(labels, dtype=np.float64), scores)
+    if y.size < 4 or min(y.sum(), y.size - y.sum()) < 2:
+        return float("nan"), float("nan")
+    return _paired_bootstrap_ci(y, s, _auroc_along, n_resamples, level, seed)
+
+
+def _paired_bootstrap_ci(
+    x: np.ndarray, y: np.ndarray, statistic, n_resamples: int, level: float, seed: int
+) -> tuple[float, float]:
+    """Percentile interval of ``statistic(x, y, axis)`` over paired resamples; resamples
+    whose statistic is nan are left out ((nan, nan) if none is finite)."""
     with warnings.catch_warnings():
         # scipy warns when NaN resamples make its interval NaN; those are handled below.
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         res = stats.bootstrap(
             (x, y),
-            _spearman_along,
+            statistic,
             paired=True,
             vectorized=True,
             method="percentile",
