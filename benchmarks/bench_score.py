@@ -56,9 +56,10 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
+    from anglecurate.base.batches import plan_batches, plan_packed
     from anglecurate.model.layers import wrap_model
     from anglecurate.scoring.angles.dispatch import kernel_backend
-    from anglecurate.scoring.batching import collate, collate_packed, plan_batches, plan_packed
+    from anglecurate.scoring.batching import collate, collate_packed
     from anglecurate.scoring.capture import angle_capture
     from anglecurate.scoring.config import ScoreConfig
     from anglecurate.scoring.manifest import versions

@@ -9,7 +9,7 @@ Data flows through one module per stage, in this order (the rows come in chunks 
                one place validate, the pilot, export and Ray rebuild a run from
     prompt     row -> chat conversation -> rendered text + the question's character span
     segments   text -> token ids + prefix / question / suffix token spans
-    batching   length-bucketed padded (or packed) batches under a token budget
+    batching   the padded (or packed) tensors of each batch, planned by base.batches
     capture    forward hooks on each scored layer's MLP input, reduced by ``angles``
     angles/    the segment reduction: PyTorch paths, the Triton kernel, one dispatch point
     store      the output folder: atomic chunk files, resume, the global ranking

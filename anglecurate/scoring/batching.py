@@ -1,9 +1,8 @@
-"""Length-bucketed batches under a token budget, and their padded tensors.
+"""The padded (or packed) tensors of one scoring batch.
 
-Prompts are sorted by length (longest first, so an out-of-memory batch shows up at the
-start of a run, not at the end) and packed greedily while ``batch_size x longest`` stays
-within ``max_batch_tokens``. Sorting keeps padding small; the budget bounds activation
-memory whatever the length distribution.
+Which prompts share a batch is planned by :mod:`anglecurate.base.batches` (longest first,
+``batch_size x longest`` within ``max_batch_tokens``); this module lays those prompts out
+as the prefill's input: right-padded with segment masks, or packed into one sequence.
 """
 
 from __future__ import annotations
@@ -12,43 +11,6 @@ import torch
 
 from anglecurate.scoring.capture import Batch
 from anglecurate.scoring.segments import Segmented
-
-
-def plan_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
-    """Group indices into batches whose padded size (count x longest) fits the budget.
-
-    A single prompt longer than the budget gets a batch of its own.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) + 1) * longest > max_batch_tokens:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
-
-
-def plan_packed(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
-    """Group indices into packed batches whose total length fits the budget (longest
-    first, as :func:`plan_batches`); a prompt longer than the budget goes alone."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    total = 0
-    for i in order:
-        if current and total + lengths[i] > max_batch_tokens:
-            batches.append(current)
-            current, total = [], 0
-        current.append(i)
-        total += lengths[i]
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _ranges(items: list[Segmented], offsets: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,13 +23,14 @@ import numpy as np
 import polars as pl
 import torch
 
+from anglecurate.base.batches import plan_batches, plan_packed
 from anglecurate.base.errors import UserError
 from anglecurate.base.progress import RowProgress
 from anglecurate.data.dataset import Dataset, open_dataset, prompt_kind
 from anglecurate.data.shard import Shard
 from anglecurate.model.load import DTYPE_NAMES, resolve_device, resolve_dtype
 from anglecurate.model.load import num_layers as model_num_layers
-from anglecurate.scoring.batching import collate, collate_packed, plan_batches, plan_packed
+from anglecurate.scoring.batching import collate, collate_packed
 from anglecurate.scoring.capture import AngleCapture, angle_capture
 from anglecurate.scoring.config import ScoreConfig, batch_budget, parse_layers
 from anglecurate.scoring.gainrl_reference import ReferenceSpec
