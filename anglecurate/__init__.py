@@ -11,6 +11,8 @@ the ground up:
     rewards/    one reward system: answers extracted and compared, rewards resolved
     data/       prompt data: where rows come from, read in chunks; shards of a run
     model/      loading a checkpoint and finding its decoder layers and MLPs
+    generation/ completions from a policy (HF generate or vLLM), seeded, and rewarded:
+                held-out evaluation and rollouts share it
     scoring/    a dataset in, a ranked copy out: the scoring pipeline, stage by stage,
                 and the run spec every later command rebuilds a run from
     evidence/   validate: does the signal track gradients for this model and data?

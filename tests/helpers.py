@@ -114,3 +114,17 @@ sys.argv = ["anglecurate", *sys.argv[1:]]
 from anglecurate.cli.app import main
 main()
 """
+
+
+def greedy_by_hand(model, prompt_ids: list[int], max_new_tokens: int, stops) -> list[int]:
+    """Greedy decoding one token at a time: one prompt, no padding, no cache, the argmax
+    of a full forward over the sequence so far; stops after (and keeping) a stop token."""
+    seq, out = list(prompt_ids), []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            token = int(model(input_ids=torch.tensor([seq]), logits_to_keep=1).logits[0, -1].argmax())
+            out.append(token)
+            seq.append(token)
+            if token in stops:
+                break
+    return out

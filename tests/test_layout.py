@@ -79,6 +79,14 @@ def test_every_folder_is_a_floor_and_the_top_is_small():
     assert len(loose - {"__main__"}) <= MAX_LOOSE, f"too many loose modules: {sorted(loose)}"
 
 
+def test_generation_sits_between_the_model_and_its_users():
+    # Evaluation and rollouts generate with a model and grade with a reward; scoring and the
+    # pilot above them use it.
+    order = floors()
+    assert max(order.index("model"), order.index("rewards")) < order.index("generation")
+    assert order.index("generation") < order.index("scoring") < order.index("pilot")
+
+
 def test_imports_only_point_down_the_floors():
     bad = upward_imports(_files(), floors())
     assert not bad, "imports that point up the floors:\n" + "\n".join(bad)
@@ -97,11 +105,17 @@ def test_the_floor_check_catches_an_upward_import(tmp_path):
 @pytest.mark.parametrize(
     ("floor", "forbidden"),
     [
-        ("data", {"scoring", "evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
-        ("model", {"scoring", "evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
+        ("data", {"generation", "scoring", "evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
+        ("model", {"generation", "scoring", "evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
+        # generation serves evaluation and rollouts; it knows models and rewards, not rankings
+        ("generation", {"scoring", "evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
         ("scoring", {"evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
         *[
-            (f, {"data", "model", "scoring", "evidence", "scheduling", "reporting", "pilot", "scale", "cli"})
+            (
+                f,
+                {"data", "model", "generation", "scoring", "evidence", "scheduling", "reporting", "pilot"}
+                | {"scale", "cli"},
+            )
             for f in ("base", "storage", "sources", "stats", "rewards")
         ],
     ],
