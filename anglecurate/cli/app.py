@@ -500,7 +500,9 @@ def pilot(
     temperature: float = typer.Option(1.0, help="Sampling temperature of training completions."),
     beta: float = typer.Option(0.0, help="KL coefficient (0: no reference model)."),
     bf16: bool = typer.Option(False, "--bf16", help="Train in bf16 (GPUs; CPUs train in fp32)."),
-    use_vllm: bool = typer.Option(False, "--use-vllm", help="Generate with vLLM (GPU, vllm installed)."),
+    use_vllm: bool = typer.Option(
+        False, "--use-vllm", help="Generate with vLLM (GPU, vllm installed); evaluation shares the engine."
+    ),
     gradient_checkpointing: bool = typer.Option(
         False, "--gradient-checkpointing", help="Trade compute for memory."
     ),

@@ -2,7 +2,7 @@
 
 plan      the settings, the folder layout, the train / held-out split and the micro-batch
 arms      each arm's order of the training rows (uniform, gainrl, gainrl-open, length, reverse)
-evaluate  held-out accuracy of the policy, by the same reward
+evaluate  held-out accuracy: the generation engine's answers, graded by the training reward
 train     one (arm, seed) run with TRL's GRPOTrainer: curve, checkpoints, resume
 summary   speedups to uniform with bootstrap intervals, and the plain-language verdict
 cost      generated tokens and wall seconds, per arm and in uniform runs of the budget

@@ -142,6 +142,7 @@ class _Recorder:
         self.rewards: list[float] = []
         self.progress = progress
         self.curriculum = None
+        self.trainer = None  # set once built: evaluation shares its vLLM engine, if any
         self._t0 = None
         self._new_tokens = 0
 
@@ -162,6 +163,7 @@ class _Recorder:
             cfg.grpo.max_completion_length,
             cfg.eval_temperature,
             seed=self.seed,
+            trainer=self.trainer,
         )
         self.eval_tokens += generated
         self.eval_seconds += time.perf_counter() - t0
@@ -293,8 +295,6 @@ def train_one(task: Task, arm: str, seed: int, order: Order | None, progress) ->
         uids = [row["uid"] for row in task.train_rows]
         curriculum = curriculum_for(order, uids, per_epoch, epochs, seed)
         recorder.curriculum = curriculum
-    if not recorder.rows:
-        recorder.record(model, 0)
     kwargs = dict(
         model=model,
         args=grpo_args(cfg, run, seed, task.micro_batch),
@@ -312,6 +312,9 @@ def train_one(task: Task, arm: str, seed: int, order: Order | None, progress) ->
 
         trainer = GainRLGRPOTrainer(**kwargs, curriculum=curriculum)
     _quiet(trainer)
+    recorder.trainer = trainer
+    if not recorder.rows:  # after the trainer is built, so a colocated vLLM engine is shared
+        recorder.record(model, 0)
     try:
         with _no_save_bars():
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
