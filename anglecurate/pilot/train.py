@@ -31,8 +31,9 @@ import polars as pl
 import torch
 
 from anglecurate.base.errors import UserError
+from anglecurate.generation.request import render_prompts
 from anglecurate.pilot.arms import Order, curriculum_for, epochs_in
-from anglecurate.pilot.evaluate import evaluate, render_prompts
+from anglecurate.pilot.evaluate import evaluate
 from anglecurate.pilot.plan import PilotConfig, train_budget, train_micro_batch
 from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
 
@@ -72,8 +73,7 @@ class Task:
         (the chat template with the generation prompt), plus ``max_completion_length``."""
         tokenizer = self.spec.tokenizer
         prompts = [row["prompt"] for row in self.train_rows]
-        chat = bool(prompts) and isinstance(prompts[0], list)
-        texts = render_prompts(tokenizer, prompts)
+        texts, chat = render_prompts(tokenizer, prompts)
         longest = max(
             (len(ids) for ids in tokenizer(texts, add_special_tokens=not chat)["input_ids"]), default=0
         )

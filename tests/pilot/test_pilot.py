@@ -258,7 +258,6 @@ def _hand_accuracy(model_dir, questions: list[str], answers: list[str], max_new:
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     scores, tokens = [], 0
     for question, answer in zip(questions, answers, strict=True):
         text = tok.apply_chat_template(
@@ -274,7 +273,7 @@ def _hand_accuracy(model_dir, questions: list[str], answers: list[str], max_new:
                 new.append(nxt)
                 if nxt == tok.eos_token_id:
                     break
-        tokens += sum(t != pad for t in new)
+        tokens += len(new)  # the stop token counts: it was generated
         completion = [{"role": "assistant", "content": tok.decode(new, skip_special_tokens=True)}]
         (r,) = reward(completions=[completion], answer=[answer])
         scores.append(min(max(r, 0.0), 1.0))
