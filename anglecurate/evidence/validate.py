@@ -100,6 +100,12 @@ def _run_validation(cfg: ValidateConfig, out: OutputDir, progress: RowProgress) 
     difficulty_field = _pick(cfg.difficulty_field, DIFFICULTY_FIELDS, columns, "--difficulty-field")
     n_rows = lazy.select(pl.len()).collect().item()
     positions = stratified_sample(n_rows, cfg.sample, cfg.seed)
+    if cfg.sample > n_rows:
+        print(
+            f"warning: --sample {cfg.sample} is more than the {n_rows} ranked rows of {out.root}; "
+            f"measuring all {n_rows}",
+            file=sys.stderr,
+        )
     rows = lazy.filter(pl.col("rank").is_in(positions.tolist())).collect().sort("rank")
     if rows.height < 8:
         raise UserError(f"{out.root} has {rows.height} ranked rows; validate needs at least 8")
@@ -323,7 +329,12 @@ def _analyse(cfg: ValidateConfig, frame: pl.DataFrame, rows: pl.DataFrame, run: 
     report = {
         "primary_target": cfg.target,
         "targets": {k: TARGETS[k] for k in targets},
-        "sample": {"n": frame.height, "seed": cfg.seed, "of": int(manifest["counts"]["scored"])},
+        "sample": {
+            "n": frame.height,
+            "asked": cfg.sample,
+            "seed": cfg.seed,
+            "of": int(manifest["counts"]["scored"]),
+        },
         "target_confounds": target_confounds,
         "confounds": analysis.confounds(features, covariates, seed, n_boot),
         "correlations": found,

@@ -56,7 +56,11 @@ class RankChoice:
             return replace(self, layer=max(layers))
         layer = resolve_layer(self.layer, num_layers, option)
         if layer not in layers:
-            raise UserError(f"{option} {self.layer} is not among the scored layers {layers}")
+            wanted = f"--layers {','.join(map(str, sorted({*layers, layer})))}"
+            fix = f"score it too ({wanted})" if option == "--rank-layer" else f"score again with {wanted}"
+            raise UserError(
+                f"{option} {self.layer} is not among the scored layers {layers}; pass one of those, or {fix}"
+            )
         return replace(self, layer=layer)
 
     def to_dict(self) -> dict:

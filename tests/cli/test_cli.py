@@ -113,6 +113,10 @@ def test_inspect_names_a_bad_row_by_its_line(monkeypatch, capsys, tiny_model_dir
         ("model-dir-no-config", ["no config.json"]),
         ("bad-layer", ["layer 7 does not exist", "3 layers"]),
         ("bad-layer-syntax", ["--layers"]),
+        (
+            "rank-layer-not-scored",
+            ["--rank-layer 1 is not among the scored layers [0]; pass one", "(--layers 0,1)"],
+        ),
         ("out-is-file", ["is a file"]),
         ("bad-prompt-config", ["prompt config"]),
         ("duplicate-ids", ["repeated values"]),
@@ -147,6 +151,8 @@ def test_user_errors(monkeypatch, capsys, tiny_model_dir, data, tmp_path, case, 
         extra += ["--layers", "0,7"]
     elif case == "bad-layer-syntax":
         extra += ["--layers", "first"]
+    elif case == "rank-layer-not-scored":
+        extra += ["--layers", "0", "--rank-layer", "1"]
     elif case == "out-is-file":
         out = tmp_path / "file.txt"
         out.write_text("keep me")

@@ -148,6 +148,44 @@ def test_validate_end_to_end(ranking, monkeypatch, capsys):
         assert code == 2 and message in err and err.count("\n") == 1, (args, err)
 
 
+def test_a_sample_larger_than_the_ranking_says_it_measures_all_rows(ranking, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    copy = tmp_path / "r"
+    shutil.copytree(ranking, copy)
+    rng = np.random.default_rng(0)  # made-up targets: this test is about the sample, not backward passes
+
+    def made_up(lm, example, projections):
+        return {"loss": float(rng.uniform(1, 2)), "grad_norm": float(rng.uniform(1, 2)),
+                "grad_mlp_in_layers": rng.uniform(0, 1, 3).tolist()}  # fmt: skip
+
+    monkeypatch.setattr(gradients, "answer_target", made_up)
+    args = [
+        "validate",
+        "--ranking",
+        copy,
+        "--sample",
+        "240",
+        "--bootstrap",
+        "20",
+        "--permutations",
+        "20",
+        "-q",
+    ]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert (
+        err.splitlines()[0]
+        == f"warning: --sample 240 is more than the 40 ranked rows of {copy}; measuring all 40"
+    )
+    assert json.loads((copy / "validate.json").read_text())["sample"] == {
+        "n": 40,
+        "asked": 240,
+        "seed": 0,
+        "of": 40,
+    }
+
+
 def test_rl_target_reports_zero_variance_groups(ranking):
     cfg = ValidateConfig(
         ranking=str(ranking),
