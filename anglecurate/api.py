@@ -17,6 +17,7 @@ the one-line message the command prints. No progress bar is drawn unless
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,12 +88,28 @@ def _names(values: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(v.strip() for part in parts for v in str(part).split(",") if v.strip()))
 
 
-def _config(cls, what: str, **options):
-    """``cls(**options)``, with an unknown option named in one line."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - names)
+def _options(function, *classes, internal: tuple[str, ...] = ()) -> list[str]:
+    """Every keyword ``function`` takes: its own parameters and the fields of the config
+    classes its ``**options`` fill (less ``internal`` ones it builds itself), so the list an
+    error offers is never hand-kept."""
+    params = inspect.signature(function).parameters.values()
+    names = {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    names |= {f.name for cls in classes for f in dataclasses.fields(cls)}
+    return sorted(names - set(internal))
+
+
+def _refuse_unknown(function, options: dict, valid: list[str]) -> None:
+    unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise UserError(f"{what}() got an unknown option {unknown[0]!r}; options: {', '.join(sorted(names))}")
+        raise UserError(
+            f"{function.__name__}() got an unknown option {unknown[0]!r}; options: {', '.join(valid)}"
+        )
+
+
+def _config(cls, function, **options):
+    """``cls(**options)`` for ``function``'s ``**options``, with an unknown one named in one
+    line that lists every keyword ``function`` takes."""
+    _refuse_unknown(function, options, _options(function, cls))
     return cls(**options)
 
 
@@ -124,7 +141,7 @@ def score(
     if engine not in ("local", "ray"):
         raise UserError(f"--engine {engine!r}: choose local or ray")
     options["shard"] = parse_shard(shard)
-    cfg = _config(ScoreConfig, "score", model=str(model), data=str(data), out=str(out), **options)
+    cfg = _config(ScoreConfig, score, model=str(model), data=str(data), out=str(out), **options)
     if devices is not None:
         if shard is not None or engine == "ray":
             raise UserError("--devices runs its own shards; drop --shard and --engine ray")
@@ -178,7 +195,7 @@ def validate(ranking: str | Path, *, progress: bool = False, **options) -> Valid
     ``options``: the fields of :class:`anglecurate.evidence.validate.ValidateConfig`."""
     from anglecurate.evidence.validate import ValidateConfig, run_validation
 
-    cfg = _config(ValidateConfig, "validate", ranking=str(ranking), **options)
+    cfg = _config(ValidateConfig, validate, ranking=str(ranking), **options)
     with _progress(progress) as bar:
         report = run_validation(cfg, bar)
     return ValidateResult(Path(ranking), report)
@@ -222,11 +239,7 @@ def schedule(
     from anglecurate.scheduling.epochs import ScheduleConfig, create_schedule
 
     export = _names(export)
-    unknown = sorted(set(sampler) - set(SCHEDULE_SAMPLER))
-    if unknown:
-        raise UserError(
-            f"schedule() got an unknown option {unknown[0]!r}; sampler options: {SCHEDULE_SAMPLER}"
-        )
+    _refuse_unknown(schedule, sampler, sorted({*_options(schedule), *SCHEDULE_SAMPLER}))
     cfg = ScheduleConfig(
         ranking=str(ranking),
         out=str(out),
@@ -278,12 +291,11 @@ def pilot(
     from anglecurate.pilot.plan import GRPOOptions, PilotConfig
     from anglecurate.pilot.run import run_pilot
 
+    _refuse_unknown(pilot, options, _options(pilot, PilotConfig, GRPOOptions, internal=("grpo",)))
     grpo_names = {f.name for f in dataclasses.fields(GRPOOptions)}
-    grpo = _config(GRPOOptions, "pilot", **{k: v for k, v in options.items() if k in grpo_names})
+    grpo = GRPOOptions(**{k: v for k, v in options.items() if k in grpo_names})
     rest = {k: v for k, v in options.items() if k not in grpo_names}
-    cfg = _config(
-        PilotConfig,
-        "pilot",
+    cfg = PilotConfig(
         model=str(model),
         data=str(data),
         out=str(out),

@@ -59,6 +59,27 @@ def test_errors_raise_the_message_the_cli_prints(tiny_model_dir, tmp_path, monke
     assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (lambda p: ac.score("m", "d", p, unknown=1), {"devices", "engine", "num_workers", "ray_address",
+                                                      "shard", "progress", "dtype", "w_intra", "model"}),
+        (lambda p: ac.validate(p, unknown=1), {"progress", "sample", "target", "ranking"}),
+        (lambda p: ac.schedule(p, p / "s", 8, unknown=1), {"epochs", "export", "overwrite", "sigma", "mu0"}),
+        (lambda p: ac.pilot("m", "d", p, field="f", answer_field="a", unknown=1),
+         {"arms", "progress", "seeds", "num_generations", "learning_rate", "field"}),
+    ],
+)  # fmt: skip
+def test_an_unknown_option_lists_every_keyword_the_function_takes(tmp_path, call, expected):
+    with pytest.raises(ac.UserError) as info:
+        call(tmp_path)
+    message = str(info.value)
+    assert "got an unknown option 'unknown'; options: " in message and "\n" not in message
+    listed = message.split("options: ")[1].split(", ")
+    assert expected <= set(listed) and listed == sorted(listed), message
+    assert "grpo" not in listed and "unknown" not in listed and "options" not in listed
+
+
 def test_rank_validate_report_and_schedules_through_the_api(ranking, tmp_path):
     folder = tmp_path / "ranking"
     subprocess.run(["cp", "-r", str(ranking), str(folder)], check=True)
