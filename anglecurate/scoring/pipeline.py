@@ -299,10 +299,14 @@ def check_previous(cfg: ScoreConfig, p: _Plan, out: OutputDir) -> None:
         _refuse_changed(out, changed_keys(previous, p.run))
 
 
+# What a run record's keys are to a user, where the key's own name says less.
+KEY_NAMES = {"tokenizer": "chat template"}
+
+
 def _refuse_changed(out: OutputDir, changed: list[str]) -> None:
     if changed:
         raise UserError(
-            f"{out.root} holds a run with different {', '.join(changed)}; pass "
+            f"{out.root} holds a run with different {', '.join(KEY_NAMES.get(k, k) for k in changed)}; pass "
             "--overwrite to replace it or choose another --out"
         )
 

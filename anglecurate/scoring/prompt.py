@@ -62,25 +62,51 @@ class PromptConfig:
 
 
 # `--chat-template plain`: for base models without a template of their own. The system
-# text, then one "User:"/"Assistant:" line per turn, and "Assistant:" to answer after.
+# text and a blank line, then one "User:"/"Assistant:" line per turn, and "Assistant:" to
+# answer after. No whitespace control (`{%-`) anywhere: it would eat the newline that ends
+# the line before the tag.
 PLAIN_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'system' -%}{{ message['content'] }}\n\n"
-    "{%- elif message['role'] == 'user' -%}User: {{ message['content'] }}\n"
-    "{%- elif message['role'] == 'assistant' -%}Assistant: {{ message['content'] }}\n"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}Assistant:{%- endif -%}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'user' %}User: {{ message['content'] }}\n"
+    "{% elif message['role'] == 'assistant' %}Assistant: {{ message['content'] }}\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 BUILTIN_TEMPLATES = {"plain": PLAIN_TEMPLATE}
+# Earlier texts of a built-in, which folders scored with them recorded by hash: a later
+# command on such a folder renders with the text it was scored with. `plain` as first
+# written ran the turns together ("SYSUser: Q1Assistant: A1User: Q2Assistant:").
+RETIRED_TEMPLATES = {
+    "plain": (
+        "{%- for message in messages -%}"
+        "{%- if message['role'] == 'system' -%}{{ message['content'] }}\n\n"
+        "{%- elif message['role'] == 'user' -%}User: {{ message['content'] }}\n"
+        "{%- elif message['role'] == 'assistant' -%}Assistant: {{ message['content'] }}\n"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}Assistant:{%- endif -%}",
+    )
+}
 
 
-def read_chat_template(path: str | None) -> str | None:
+def template_hash(text: str) -> str:
+    """What a run records of its chat template (sha256, 16 hex digits)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_chat_template(path: str | None, recorded_hash: str | None = None) -> str | None:
     """A ``--chat-template``: a built-in name (``plain``) or a Jinja file's text (None: the
-    tokenizer's own template)."""
+    tokenizer's own template). ``recorded_hash``: a run's record of the template it was
+    scored with; a built-in then reads as the version with that hash (an older folder keeps
+    the text it was scored with), the current one when none matches."""
     if path is None:
         return None
     if path in BUILTIN_TEMPLATES and not Path(path).is_file():
+        for text in (BUILTIN_TEMPLATES[path], *RETIRED_TEMPLATES.get(path, ())):
+            if recorded_hash is None or template_hash(text) == recorded_hash:
+                return text
         return BUILTIN_TEMPLATES[path]
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -190,7 +216,7 @@ class PromptRenderer:
 
     @property
     def template_hash(self) -> str:
-        return hashlib.sha256(self.chat_template.encode()).hexdigest()[:16]
+        return template_hash(self.chat_template)
 
     def _apply(self, messages: list[Message]) -> str:
         try:

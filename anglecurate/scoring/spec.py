@@ -128,8 +128,9 @@ class RunSpec:
             )
         tokenizer = load_tokenizer(source, trust)
         template_spec = chat_template or run["tokenizer"].get("chat_template")  # a built-in, by name
-        renderer = PromptRenderer(tokenizer, read_chat_template(template_spec))
-        if renderer.template_hash != run["tokenizer"]["chat_template_hash"]:
+        recorded = run["tokenizer"]["chat_template_hash"]  # a built-in: the version it was scored with
+        renderer = PromptRenderer(tokenizer, read_chat_template(template_spec, recorded))
+        if renderer.template_hash != recorded:
             raise UserError(
                 f"{folder} was scored with another chat template; pass the same one with --chat-template"
             )

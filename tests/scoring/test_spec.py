@@ -121,3 +121,56 @@ def test_from_run_refuses_another_model_and_another_template(tiny_model_dir, ran
     spec = RunSpec.from_run(run, ranking)
     assert spec.prompt.to_dict() == run["prompt"] and spec.max_length == run["max_length"]
     assert spec.model_record()["config_hash"] == run["model"]["config_hash"]
+
+
+CONVERSATION = [
+    {"role": "system", "content": "SYS"},
+    {"role": "user", "content": "Q1"},
+    {"role": "assistant", "content": "A1"},
+    {"role": "user", "content": "Q2"},
+]
+
+
+def test_the_plain_template_renders_one_line_per_turn(tokenizer):
+    from anglecurate.scoring.prompt import PromptRenderer, read_chat_template
+
+    renderer = PromptRenderer(tokenizer, read_chat_template("plain"))
+    rendered = renderer.render(CONVERSATION, 3)
+    assert rendered.text == "SYS\n\nUser: Q1\nAssistant: A1\nUser: Q2\nAssistant:"
+    assert rendered.text[rendered.q_start : rendered.q_end] == "Q2"
+    answered = tokenizer.apply_chat_template(
+        [*CONVERSATION, {"role": "assistant", "content": "A2"}],
+        chat_template=renderer.chat_template,
+        tokenize=False,
+    )
+    assert answered == "SYS\n\nUser: Q1\nAssistant: A1\nUser: Q2\nAssistant: A2\n"
+
+
+def test_a_folder_scored_with_the_earlier_plain_template_is_rebuilt_with_it(ranking):
+    """Folders recorded the template by hash: one scored before the plain template kept its
+    newlines is rebuilt (validate, the pilot) with the text it was scored with."""
+    from anglecurate.scoring.prompt import RETIRED_TEMPLATES, template_hash
+
+    run = json.loads((ranking / "manifest.json").read_text())["run"]
+    old = RETIRED_TEMPLATES["plain"][0]
+    run = {**run, "tokenizer": {"chat_template_hash": template_hash(old), "chat_template": "plain"}}
+    spec = RunSpec.from_run(run, ranking)
+    assert spec.renderer.chat_template == old
+    assert spec.render("Q1")[1].text.endswith("\\boxed{4}User: Q1Assistant:")  # run together, as scored
+    assert spec.tokenizer_record() == run["tokenizer"]  # the run is recorded as it was
+
+
+def test_rescoring_with_another_template_names_the_chat_template(
+    tiny_model_dir, ranking, tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    from ..helpers import run_cli
+
+    copy = tmp_path / "out"
+    shutil.copytree(ranking, copy)
+    args = ["score", "--model", tiny_model_dir, "--data", ranking.parent / "q.jsonl", "--out", copy]
+    args += ["--id-field", "id", "--field", "question", "--dtype", "fp32", "--chat-template", "plain"]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{copy} holds a run with different chat template; pass --overwrite" in err
