@@ -12,7 +12,7 @@ pytest.importorskip("trl")
 
 from anglecurate.pilot import train as pilot_train  # noqa: E402
 
-from ..helpers import run_cli  # noqa: E402
+from ..helpers import greedy_by_hand, run_cli  # noqa: E402
 
 
 def pilot_args(model, data, out, *extra):
@@ -263,16 +263,8 @@ def _hand_accuracy(model_dir, questions: list[str], answers: list[str], max_new:
         text = tok.apply_chat_template(
             [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
         )
-        ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        new = []
-        with torch.no_grad():
-            for _ in range(max_new):
-                nxt = int(
-                    model(torch.cat([ids, torch.tensor([new], dtype=ids.dtype)], 1)).logits[0, -1].argmax()
-                )
-                new.append(nxt)
-                if nxt == tok.eos_token_id:
-                    break
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        new = greedy_by_hand(model, ids, max_new, stops={tok.eos_token_id})
         tokens += len(new)  # the stop token counts: it was generated
         completion = [{"role": "assistant", "content": tok.decode(new, skip_special_tokens=True)}]
         (r,) = reward(completions=[completion], answer=[answer])
