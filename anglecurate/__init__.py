@@ -18,7 +18,7 @@ the ground up:
     evidence/   validate: does the signal track gradients for this model and data?
     scheduling/ GAIN-RL epoch schedules and the trainer adapters
     reporting/  the HTML report of a ranking
-    pilot/      short side-by-side GRPO trainings: does an order pay off here?
+    piloting/   short side-by-side GRPO trainings: does an order pay off here?
     scale/      per-device processes, a Ray cluster
     api.py      the Python API, re-exported here: ``import anglecurate as ac; ac.score(...)``
     cli/        the `anglecurate` command, a thin layer over ``api``

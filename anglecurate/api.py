@@ -282,14 +282,14 @@ def pilot(
     **options,
 ):
     """Short side-by-side GRPO trainings (TRL's ``GRPOTrainer``) of ``arms`` on ``model`` and
-    ``data``, evaluated on held-out rows; returns a :class:`anglecurate.pilot.run.PilotResult`
+    ``data``, evaluated on held-out rows; returns a :class:`anglecurate.piloting.run.PilotResult`
     (``.curves``: pilot.parquet's rows, ``.summary``: pilot.json, ``.verdict``). ``options``:
-    every field of :class:`anglecurate.pilot.plan.PilotConfig` (``seeds``, ``steps``,
+    every field of :class:`anglecurate.piloting.plan.PilotConfig` (``seeds``, ``steps``,
     ``eval_every``, ``eval_rows``, ``reward``, ``ranking``, ...) and of
-    :class:`anglecurate.pilot.plan.GRPOOptions` (``num_generations``, ``learning_rate``, ...).
+    :class:`anglecurate.piloting.plan.GRPOOptions` (``num_generations``, ``learning_rate``, ...).
     A rerun resumes; finished runs are kept."""
-    from anglecurate.pilot.plan import GRPOOptions, PilotConfig
-    from anglecurate.pilot.run import run_pilot
+    from anglecurate.piloting.plan import GRPOOptions, PilotConfig
+    from anglecurate.piloting.run import run_pilot
 
     _refuse_unknown(pilot, options, _options(pilot, PilotConfig, GRPOOptions, internal=("grpo",)))
     grpo_names = {f.name for f in dataclasses.fields(GRPOOptions)}

@@ -8,6 +8,7 @@ import ast
 import importlib
 import importlib.util
 import re
+import types
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,7 @@ def test_generation_sits_between_the_model_and_its_users():
     # pilot above them use it.
     order = floors()
     assert max(order.index("model"), order.index("rewards")) < order.index("generation")
-    assert order.index("generation") < order.index("scoring") < order.index("pilot")
+    assert order.index("generation") < order.index("scoring") < order.index("piloting")
 
 
 def test_imports_only_point_down_the_floors():
@@ -102,18 +103,21 @@ def test_the_floor_check_catches_an_upward_import(tmp_path):
     assert upward_imports(files, floors()) == ["anglecurate.data.bad imports anglecurate.scoring.store"]
 
 
+ABOVE_GENERATION = ("scoring", "evidence", "scheduling", "reporting", "piloting", "scale", "cli")
+
+
 @pytest.mark.parametrize(
     ("floor", "forbidden"),
     [
-        ("data", {"generation", "scoring", "evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
-        ("model", {"generation", "scoring", "evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
+        ("data", {"generation", *ABOVE_GENERATION}),
+        ("model", {"generation", *ABOVE_GENERATION}),
         # generation serves evaluation and rollouts; it knows models and rewards, not rankings
-        ("generation", {"scoring", "evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
-        ("scoring", {"evidence", "scheduling", "reporting", "pilot", "scale", "cli"}),
+        ("generation", {"scoring", "evidence", "scheduling", "reporting", "piloting", "scale", "cli"}),
+        ("scoring", {"evidence", "scheduling", "reporting", "piloting", "scale", "cli"}),
         *[
             (
                 f,
-                {"data", "model", "generation", "scoring", "evidence", "scheduling", "reporting", "pilot"}
+                {"data", "model", "generation", "scoring", "evidence", "scheduling", "reporting", "piloting"}
                 | {"scale", "cli"},
             )
             for f in ("base", "storage", "sources", "stats", "rewards")
@@ -213,3 +217,15 @@ def test_public_import_paths_name_the_adapters():
     assert trl.GainRLGRPOTrainer is trl_adapter.GainRLGRPOTrainer
     assert trl.track is trl_adapter.track
     assert trl.Curriculum is curriculum.Curriculum
+
+
+def test_no_subpackage_shadows_an_api_name():
+    # `import anglecurate.X.y` binds the subpackage X as an attribute of anglecurate, which
+    # would then hide the API function of the same name (`ac.pilot` was the pilot package
+    # once anything had imported it).
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    assert not packages & set(anglecurate.API), packages & set(anglecurate.API)
+    for name in packages:
+        importlib.import_module(f"anglecurate.{name}")
+    for name in anglecurate.API:
+        assert not isinstance(getattr(anglecurate, name), types.ModuleType), name

@@ -17,8 +17,8 @@ from pathlib import Path
 import polars as pl
 
 from anglecurate.base.errors import UserError
-from anglecurate.pilot.plan import PilotConfig, check_config, discard_start, prepare_split
-from anglecurate.pilot.train import CURVE_SCHEMA, DONE, Task, read_curve, run_dir
+from anglecurate.piloting.plan import PilotConfig, check_config, discard_start, prepare_split
+from anglecurate.piloting.train import CURVE_SCHEMA, DONE, Task, read_curve, run_dir
 from anglecurate.rewards.registry import resolve_reward
 from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
 from anglecurate.storage.lock import exclusive_writer
@@ -135,9 +135,9 @@ def write_outputs(
     folder: Path, cfg: PilotConfig, curves: pl.DataFrame, started: float, training: dict | None = None
 ) -> dict:
     """``pilot.parquet``, ``pilot.json`` and ``pilot.png`` from the finished runs."""
-    from anglecurate.pilot.cost import pilot_cost
-    from anglecurate.pilot.figure import draw_pilot
-    from anglecurate.pilot.summary import summarize
+    from anglecurate.piloting.cost import pilot_cost
+    from anglecurate.piloting.figure import draw_pilot
+    from anglecurate.piloting.summary import summarize
 
     atomic_write_parquet(curves, folder / PARQUET)
     summary = summarize(curves) if curves.height else {"arms": {}, "verdict": ["no run has finished yet"]}
@@ -162,8 +162,8 @@ def write_outputs(
 
 def run_pilot(cfg: PilotConfig, progress) -> PilotResult:
     """Run (or resume) every (arm, seed) of ``cfg`` into ``cfg.out``."""
-    from anglecurate.pilot.arms import build_orders
-    from anglecurate.pilot.train import train_one
+    from anglecurate.piloting.arms import build_orders
+    from anglecurate.piloting.train import train_one
 
     cfg.validate()
     _need_trl()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from anglecurate.pilot.arms import Order, curriculum_for, length_order
+from anglecurate.piloting.arms import Order, curriculum_for, length_order
 from anglecurate.rewards.registry import number_reward
 from anglecurate.sources.arithmetic import generate
 

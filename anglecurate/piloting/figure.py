@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from anglecurate.pilot.summary import mean_curve
+from anglecurate.piloting.summary import mean_curve
 from anglecurate.reporting.plotting import PAGE_WIDTH, finish, integer_ticks, pyplot, styled
 from anglecurate.storage.atomic import atomic_write
 

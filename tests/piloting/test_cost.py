@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from anglecurate.pilot.cost import pilot_cost, run_costs
+from anglecurate.piloting.cost import pilot_cost, run_costs
 
 
 def _rows(arm, seed, tokens, eval_tokens, seconds, eval_seconds):

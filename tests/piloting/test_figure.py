@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from anglecurate.pilot.figure import accuracy_limits, draw_pilot, pilot_figure
+from anglecurate.piloting.figure import accuracy_limits, draw_pilot, pilot_figure
 from anglecurate.reporting.figures import pyplot
 
 

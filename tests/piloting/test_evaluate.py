@@ -7,7 +7,7 @@ from anglecurate.generation import vllm as vllm_engine
 from anglecurate.generation.graded import grade
 from anglecurate.generation.hf import HFEngine
 from anglecurate.generation.request import make_request
-from anglecurate.pilot.evaluate import evaluate
+from anglecurate.piloting.evaluate import evaluate
 from tests.generation.fakes import FakeHolder, FakeLLM, FakeSamplingParams, fake_trainer
 
 

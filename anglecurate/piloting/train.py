@@ -32,9 +32,9 @@ import torch
 
 from anglecurate.base.errors import UserError
 from anglecurate.generation.request import render_prompts
-from anglecurate.pilot.arms import Order, curriculum_for, epochs_in
-from anglecurate.pilot.evaluate import evaluate
-from anglecurate.pilot.plan import PilotConfig, train_budget, train_micro_batch
+from anglecurate.piloting.arms import Order, curriculum_for, epochs_in
+from anglecurate.piloting.evaluate import evaluate
+from anglecurate.piloting.plan import PilotConfig, train_budget, train_micro_batch
 from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
 
 CURVE = "curve.parquet"

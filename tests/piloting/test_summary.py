@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from anglecurate.pilot.summary import auc, first_crossing, mean_curve, summarize
+from anglecurate.piloting.summary import auc, first_crossing, mean_curve, summarize
 
 
 def curves(

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from anglecurate.pilot.plan import (
+from anglecurate.piloting.plan import (
     DEFAULT_TRAIN_TOKENS,
     GRPOOptions,
     PilotConfig,
@@ -22,7 +22,7 @@ from .test_pilot import pilot_args
 
 pytest.importorskip("trl")
 
-from anglecurate.pilot import train as pilot_train  # noqa: E402
+from anglecurate.piloting import train as pilot_train  # noqa: E402
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("trl")
 
-from anglecurate.pilot import train as pilot_train  # noqa: E402
+from anglecurate.piloting import train as pilot_train  # noqa: E402
 
 from ..helpers import greedy_by_hand, run_cli  # noqa: E402
 
@@ -144,7 +144,7 @@ def test_a_failed_start_after_the_split_and_ranking_leaves_nothing(
     """A mistake found only once the split is written and the ranking scored takes them
     back with the settings."""
     from anglecurate.base.errors import UserError
-    from anglecurate.pilot import arms
+    from anglecurate.piloting import arms
 
     def refuses(*args):
         assert (out / "config.json").is_file() and (out / "data" / "train.parquet").is_file()
@@ -203,7 +203,7 @@ def test_a_corrected_rerun_after_a_failed_start_is_not_refused(
 
 
 def _config(model, data, out) -> dict:
-    from anglecurate.pilot.plan import GRPOOptions, PilotConfig
+    from anglecurate.piloting.plan import GRPOOptions, PilotConfig
 
     grpo = GRPOOptions(num_generations=2, prompts_per_step=2, max_completion_length=3, learning_rate=1e-4)
     cfg = PilotConfig(
