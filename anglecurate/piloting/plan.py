@@ -34,8 +34,9 @@ DEFAULT_ARMS = ("uniform", "gainrl", "length")
 CONFIG_FILE = "config.json"
 SPLIT_SEED = 1234  # the held-out split does not move with --seed-base
 # Tokens (completions x their longest sequence) one training forward and backward holds,
-# by device, when --max-train-tokens is not given. Measured (docs/pilot.md): on CPU,
-# SmolLM2-135M in fp32 peaks near 4 GB resident at 2048; a GPU holds more and wants more.
+# by device, when --max-train-tokens is not given: score's --max-batch-tokens defaults. With
+# 2048 on CPU, the default SmolLM2 pilot peaks at 6.53 GiB resident (docs/pilot.md), most of
+# it the model's optimizer state and the generation batch; a GPU holds more and wants more.
 DEFAULT_TRAIN_TOKENS = {"cpu": 2048, "cuda": 16384}
 
 
