@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from anglecurate.base.errors import UserError
+from anglecurate.sources.builtin import builtin_id_field
 from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
 
 ARMS = ("uniform", "gainrl", "gainrl-open", "length", "reverse")
@@ -79,6 +80,10 @@ class PilotConfig:
     per_epoch: int | None = None  # GAIN-RL epoch size; default prompts_per_step * eval_every
     max_train_tokens: int | None = None  # micro-batch budget; None: DEFAULT_TRAIN_TOKENS by device
     grpo: GRPOOptions = field(default_factory=GRPOOptions)
+
+    def __post_init__(self) -> None:
+        if self.id_field is None:  # builtin:arithmetic: its own uid column, as `score` takes it
+            object.__setattr__(self, "id_field", builtin_id_field(self.data))
 
     @property
     def epoch_prompts(self) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from anglecurate.base.errors import UserError
 from anglecurate.data.shard import Shard
 from anglecurate.scoring.ranking import RankChoice, resolve_layer
+from anglecurate.sources.builtin import builtin_id_field
 
 # Attention kernels transformers can run packed batches with: sdpa and eager with a
 # block-diagonal mask, flex_attention with document masks, flash-attention padding-free.
@@ -27,7 +28,7 @@ class ScoreConfig:
     split: str = "train"  # of a hub dataset or a DatasetDict folder
     data_config: str | None = None  # a hub dataset's configuration (subset)
     field: str = "prompt"
-    id_field: str | None = None
+    id_field: str | None = None  # None: the row index (a built-in dataset's own id column)
     prompt_config: str = "default"
     chat_template: str | None = None
     layers: str = "all"
@@ -52,6 +53,10 @@ class ScoreConfig:
     packing: str = "auto"  # on: one packed sequence per batch; auto: on with a varlen attention
     attn_implementation: str = "auto"
     shard: Shard = Shard()  # i/N: score only shard i's rows (frozen, so a safe default)
+
+    def __post_init__(self) -> None:
+        if self.id_field is None:  # builtin:arithmetic: its own uid column
+            self.id_field = builtin_id_field(self.data)
 
     @property
     def choice(self) -> RankChoice:

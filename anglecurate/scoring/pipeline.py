@@ -69,15 +69,16 @@ def plan(cfg: ScoreConfig) -> _Plan:
     source = preflight(cfg.model, cfg.revision, cfg.chat_template)  # before anything slow
     dataset = open_dataset(cfg.data, cfg.split, cfg.data_config)
     kind = prompt_kind(dataset, cfg.field)
+    label = dataset.source.label if dataset.source else str(dataset.path)  # --data as given
     if cfg.id_field is not None and cfg.id_field not in dataset.schema:
         raise UserError(
-            f"{dataset.path} has no column {cfg.id_field!r}; pass --id-field with one of {dataset.columns}"
+            f"{label} has no column {cfg.id_field!r}; pass --id-field with one of {dataset.columns}"
         )
     clash = sorted(RESERVED_COLUMNS.intersection(dataset.columns) - {cfg.id_field})
     if clash:
         raise UserError(
-            f"{dataset.path} already has columns {clash} that anglecurate writes; "
-            "rename or drop them (or pass --id-field uid to use 'uid' as the id)"
+            f"{label} already has columns {clash} that anglecurate writes; rename or drop them"
+            + (" (or pass --id-field uid to use 'uid' as the id)" if "uid" in clash else "")
         )
     spec = RunSpec.from_options(
         cfg.model,

@@ -39,6 +39,14 @@ def resolve_builtin_model(spec: str) -> Path:
 
 
 GENERATED = ("builtin:arithmetic",)
+# The id column a built-in dataset ships with, taken when no --id-field is given: its rows
+# carry a `uid` of their own, the name of the column anglecurate writes.
+ID_FIELDS = {"builtin:arithmetic": "uid"}
+
+
+def builtin_id_field(spec: str) -> str | None:
+    """The id column of built-in dataset ``spec`` (None: other data, or no such column)."""
+    return ID_FIELDS.get(spec)
 
 
 def resolve_builtin_data(spec: str) -> Path:

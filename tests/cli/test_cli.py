@@ -232,3 +232,20 @@ def test_report_by_takes_comma_lists_and_draws_each_column_once(monkeypatch, cap
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     assert sorted(p.name for p in (root / "report").glob("by_*.png")) == ["by_level.png", "by_type.png"]
+
+
+def test_builtin_arithmetic_needs_no_id_field(monkeypatch, capsys, tiny_model_dir, tmp_path):
+    """Its rows carry a uid of their own: taken as the id, as score and the pilot write it."""
+    from anglecurate.pilot.plan import PilotConfig
+    from anglecurate.scoring.config import ScoreConfig
+
+    monkeypatch.setenv("ANGLECURATE_CACHE", str(tmp_path / "cache"))
+    args = ["inspect", "--model", tiny_model_dir, "--data", "builtin:arithmetic", "--field", "problem"]
+    code, stdout, err = run_cli(monkeypatch, capsys, *args, "--row", "5")
+    assert code == 0, err
+    assert "arith-000005" in stdout
+    assert ScoreConfig(model="m", data="builtin:arithmetic", out="o").id_field == "uid"
+    assert PilotConfig("m", "builtin:arithmetic", "problem", "answer", "p").id_field == "uid"
+    assert ScoreConfig(model="m", data="q.jsonl", out="o").id_field is None
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--id-field", "level")
+    _one_line_error(code, err, "builtin:arithmetic already has columns ['uid'] that anglecurate writes")
