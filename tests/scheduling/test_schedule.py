@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -146,6 +148,9 @@ def test_exports_take_comma_lists_and_are_written_once(ranking, tmp_path, monkey
     assert stdout.splitlines()[0] == f"wrote 1 epochs of 5 to {out} with exports trl, openrlhf"
     assert json.loads((out / "state.json").read_text())["exports"] == ["openrlhf", "trl"]
     assert (out / "trl.parquet").is_file() and (out / "openrlhf" / "epoch-00000.jsonl").is_file()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    named = re.findall(r"sched/openrlhf/([\w.-]+\.jsonl)", readme)  # the files the README names
+    assert named and all((out / "openrlhf" / name).is_file() for name in named), named
 
 
 def test_a_schedule_from_a_folder_that_is_no_ranking_names_the_right_one(
