@@ -8,4 +8,5 @@ plotting    how the figures look: style and sizes for the page, whole-number tic
             legends and notes under the plots, binned medians
 page        the self-contained HTML page around them
 pilot_section  the pilot's verdict, table and figure, when a pilot scored the ranking
+synthetic   a made-up ranking folder (and validate files) for seeing every section
 """

@@ -225,9 +225,9 @@ def test_debug_env_shows_traceback(monkeypatch, capsys, tmp_path):
 
 
 def test_report_by_takes_comma_lists_and_draws_each_column_once(monkeypatch, capsys, tmp_path):
-    from ..reporting.test_report import make_ranking
+    from anglecurate.reporting.synthetic import synthetic_ranking
 
-    root = make_ranking(tmp_path / "r")
+    root = synthetic_ranking(tmp_path / "r")
     args = ["report", "--ranking", root, "--by", "level,type", "--by", "level"]
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err

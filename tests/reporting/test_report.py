@@ -1,15 +1,15 @@
 """The HTML report: figures written and embedded, prompts escaped, --by dispatch, validate
 sections only with validate.json, errors a user can cause, and atomic replacement.
 
-Every test runs on a synthetic ranking folder written by :func:`make_ranking` in the ranking
-schema (manifest.json with ``ranking``, ranked parts with per-layer lists, optional
-validate.json / validate.parquet): no model is loaded."""
+Every test runs on a synthetic ranking folder written by
+:func:`anglecurate.reporting.synthetic.synthetic_ranking` in the ranking schema
+(manifest.json with ``ranking``, ranked parts with per-layer lists, optional validate.json
+/ validate.parquet): no model is loaded."""
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 import struct
 import subprocess
@@ -24,213 +24,13 @@ import pytest
 from anglecurate.base.errors import UserError
 from anglecurate.reporting import figures, summaries
 from anglecurate.reporting.page import EXCERPT, prompt_text
+from anglecurate.reporting.synthetic import EARLIER_TURN, SYSTEM_SENTINEL
+from anglecurate.reporting.synthetic import synthetic_ranking as make_ranking
 from anglecurate.reporting.write import write_report
 from anglecurate.stats.correlation import spearman
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SYSTEM_SENTINEL = "SYSTEM-SENTINEL please reason step by step"
-EARLIER_TURN = "EARLIER-TURN-SENTINEL"
 BASE = ("score_distribution", "layers", "score_vs_length")
-
-
-def make_ranking(
-    root: Path,
-    rows: int = 300,
-    n_layers: int = 30,
-    rank_layer: int = 20,
-    messages: bool = False,
-    validate: bool = False,
-    length_control: bool = False,
-    nan_rows: int = 6,
-    part_rows: int = 128,
-    seed: int = 0,
-) -> Path:
-    """A finished ranking folder: rows whose per-layer angles follow a smooth depth profile
-    plus a per-row latent that also drives length, level and difficulty."""
-    rng = np.random.default_rng(seed)
-    layers = list(range(n_layers))
-    depth = np.linspace(0, 1, n_layers)
-    n_question = np.clip(np.exp(rng.normal(4.0, 0.8, rows)), 3, 2000).astype(np.int32)
-    latent = -0.6 * (np.log(n_question) - 4.0) / 0.8 + rng.normal(0, 0.8, rows)
-    intra = (
-        0.55
-        - 0.3 * np.sin(np.pi * depth)
-        + 0.06 * depth * latent[:, None]
-        + rng.normal(0, 0.02, (rows, n_layers))
-    )
-    inter = (
-        0.35
-        - 0.2 * np.sin(np.pi * depth)
-        + 0.04 * depth * latent[:, None]
-        + rng.normal(0, 0.02, (rows, n_layers))
-    )
-    nan_at = rng.choice(rows, nan_rows, replace=False)
-    intra[nan_at] = np.nan  # one-token questions: no pairs
-    n_question[nan_at] = 1
-    pos = layers.index(rank_layer)
-    score = intra[:, pos] + 8.0 * inter[:, pos]
-    # a stand-in for the monotone fit: score minus the median score of its length decile
-    bins = np.digitize(np.log(n_question), np.quantile(np.log(n_question), np.linspace(0.1, 0.9, 9)))
-    medians = {}
-    for b in np.unique(bins):
-        values = score[(bins == b) & ~np.isnan(score)]
-        medians[b] = np.median(values) if len(values) else np.nan
-    controlled = score - np.array([medians[b] for b in bins])
-    key = controlled if length_control else score
-    order = np.lexsort((np.arange(rows), np.where(np.isnan(key), np.inf, -key)))  # NaN last
-    rank = np.empty(rows, np.int64)
-    rank[order] = np.arange(rows)
-    difficulty = np.round(np.clip(3 - latent + rng.normal(0, 0.5, rows), 0, 6), 2)
-    questions = [
-        f"Question {i}: is <b>{i} & {i + 1}</b> prime? " + ("Explain at length. " * 30 if i % 7 == 0 else "")
-        for i in range(rows)
-    ]
-    frame = pl.DataFrame(
-        {
-            "uid": [f"q{i:04d}" for i in range(rows)],
-            "row_index": np.arange(rows, dtype=np.int64),
-            "rank": rank,
-            "score": score,
-            "score_length_controlled": controlled,
-            "c_intra": intra[:, pos],
-            "c_inter": inter[:, pos],
-            "c_intra_layers": intra.astype(np.float32).tolist(),
-            "c_inter_layers": inter.astype(np.float32).tolist(),
-            "gainrl_reference": pl.Series([None] * rows, dtype=pl.Float64),
-            "n_tokens": n_question + 120,
-            "n_prefix": np.full(rows, 110, np.int32),
-            "n_question": n_question,
-            "truncated": np.zeros(rows, bool),
-            "level": [
-                f"Level {int(np.clip(round(d), 1, 10))}" if d > 0.6 else "Level 10" for d in difficulty
-            ],
-            "type": rng.choice(["Algebra", "Geometry", "Number Theory"], rows),
-            "difficulty": difficulty,
-            "stars": rng.integers(1, 4, rows).astype(np.int64),
-        },
-        schema_overrides={"c_intra_layers": pl.List(pl.Float32), "c_inter_layers": pl.List(pl.Float32)},
-    )
-    if messages:
-        prompt = [
-            [
-                {"role": "system", "content": SYSTEM_SENTINEL},
-                {"role": "user", "content": EARLIER_TURN},
-                {"role": "assistant", "content": "ok"},
-                {"role": "user", "content": q},
-            ]
-            for q in questions
-        ]
-        frame = frame.with_columns(pl.Series("prompt", prompt))
-    else:
-        frame = frame.with_columns(pl.Series("question", questions))
-    frame = frame.sort("rank")
-    (root / "ranked").mkdir(parents=True)
-    outputs = []
-    for k, start in enumerate(range(0, rows, part_rows)):
-        name = f"ranked/part-{k:05d}.parquet"
-        frame.slice(start, part_rows).write_parquet(root / name)
-        outputs.append({"file": name, "rows": min(part_rows, rows - start)})
-    manifest = {
-        "anglecurate_version": "0.1.0",
-        "created": "2026-01-01T00:00:00+00:00",
-        "run": {
-            "model": {"path": "/models/synthetic-qwen-1.5b", "num_layers": n_layers},
-            "dataset": {"path": "/data/math-train.parquet", "field": "prompt" if messages else "question"},
-            "layers": layers,
-        },
-        "ranking": {
-            "metric": "angles",
-            "layer": rank_layer,
-            "w_intra": 1.0,
-            "w_inter": 8.0,
-            "length_control": length_control,
-            "nan_policy": "last",
-        },
-        "counts": {"scored": rows, "skipped": {"too_long": 2}, "truncated": 0, "undefined_score": nan_rows},
-        "outputs": {"ranked": outputs, "skipped": None},
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    if validate:
-        write_validate(root, frame, layers, rng)
-    return root
-
-
-def write_validate(root: Path, frame: pl.DataFrame, layers: list[int], rng) -> None:
-    correlations = []
-    for layer in layers:
-        for comp, scale in (("intra", 0.35), ("inter", -0.15), ("combined", 0.25)):
-            rho = float(scale * np.sin(np.pi * layer / len(layers)) + rng.normal(0, 0.03))
-            correlations.append(
-                {
-                    "feature": f"c_{comp}@{layer}",
-                    "layer": layer,
-                    "component": comp,
-                    "target": "grad_norm",
-                    "rho": rho,
-                    "ci_low": rho - 0.12,
-                    "ci_high": rho + 0.12,
-                    "p": 0.01,
-                    "p_fwer": 0.2 - abs(rho) / 2,
-                    "partial_rho": rho * 0.8,
-                    "n": 120,
-                }
-            )
-    correlations.append(
-        {
-            "feature": "score",
-            "layer": None,
-            "component": "score",
-            "target": "grad_norm",
-            "rho": -0.13,
-            "ci_low": -0.25,
-            "ci_high": 0.0,
-            "p": 0.04,
-            "p_fwer": 0.3,
-            "partial_rho": -0.05,
-            "n": 120,
-        }
-    )
-    sample = frame.filter(pl.col("score").is_not_nan()).head(60).vstack(frame.tail(60))
-    sample = sample.filter(pl.col("score").is_not_nan())
-    n = sample.height
-    grad = np.exp(0.5 * np.nan_to_num(sample["score"].to_numpy()) + rng.normal(0, 0.5, n))
-    pl.DataFrame(
-        {
-            "uid": sample["uid"],
-            "rank": sample["rank"],
-            "half": np.where(np.arange(n) % 2 == 0, "choose", "hold_out"),
-            "score": sample["score"],
-            "n_question": sample["n_question"],
-            "loss": rng.uniform(0.5, 2.0, n),
-            "grad_norm": pl.Series(grad).set(pl.Series([False] * (n - 1) + [True]), None),
-            "grad_mlp_in": rng.uniform(0, 1, n),
-        }
-    ).write_parquet(root / "validate.parquet")
-    validate = {
-        "primary_target": "grad_norm",
-        "targets": {"grad_norm": "whole-model gradient norm of the reference answer's loss"},
-        "correlations": correlations,
-        "confounds": [
-            {
-                "feature": "c_intra@8",
-                "covariate": "n_question",
-                "rho": -0.61,
-                "ci_low": -0.7,
-                "ci_high": -0.5,
-                "n": 120,
-            },
-        ],
-        "split": {
-            "chosen_feature": "c_intra@15",
-            "choose_rho": 0.36,
-            "hold_out_rho": 0.21,
-            "hold_out_ci": [0.03, 0.38],
-            "holds": True,
-        },
-        "recommendation": {"metric": "angles", "layer": 14, "w_intra": 1.0, "w_inter": 0.0},
-        "why": "c_intra at layer 15 tracked grad_norm on the choose half <and> held out.",
-    }
-    (root / "validate.json").write_text(json.dumps(validate))
 
 
 def embedded(page: str) -> dict[str, bytes]:
@@ -550,3 +350,20 @@ def test_importing_the_report_stays_light():
     code += "print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_synthetic_ranking_snippet_of_the_docs_runs_anywhere_without_pytest(tmp_path):
+    """docs/report.md's snippet, as written, from a folder that is not the repository's,
+    in a fresh interpreter where pytest cannot be imported."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "report.md").read_text()
+    snippet = doc.split("To make it yourself", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    snippet = snippet.replace("/tmp/example/OUT", str(tmp_path / "OUT"))
+    blocked = "import sys\nsys.modules['pytest'] = None\n"  # `import pytest` fails
+    done = subprocess.run(
+        [sys.executable, "-c", blocked + snippet], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "OUT" / "report" / "report.html").is_file()
+    assert (tmp_path / "OUT" / "report" / "validate_layers.png").is_file()
+    with pytest.raises(UserError, match="already holds a ranking; pass a new folder"):
+        make_ranking(tmp_path / "OUT")
