@@ -179,13 +179,20 @@ def rank(
     length_control: bool | None = None,
     nan_policy: str | None = None,
     from_validate: bool = False,
+    by: str | None = None,
+    ascending: bool | None = None,
 ) -> ScoreResult:
-    """Rank a scored folder again from its stored per-layer values, without the model.
-    Options left at None keep the folder's current choice."""
+    """Rank a scored folder again from its stored columns, without the model. Options left
+    at None keep the folder's current choice.
+
+    ``by``: what orders the rows: ``"score"`` (the angle score, highest first),
+    ``"learnability"`` and ``"p_pass"`` (highest first: p_pass walks easiest first; written
+    by calibrate), ``"length"`` (n_question, shortest first) or any numeric column (highest
+    first). ``ascending=True`` walks lowest first, ``False`` highest first."""
     from anglecurate.scoring.rerank import choose, rerank
 
     given = {"metric": metric, "layer": layer, "w_intra": w_intra, "w_inter": w_inter}
-    given |= {"length_control": length_control, "nan_policy": nan_policy}
+    given |= {"length_control": length_control, "nan_policy": nan_policy, "by": by, "ascending": ascending}
     choice = choose(out, {k: v for k, v in given.items() if v is not None}, from_validate)
     return rerank(out, choice)
 

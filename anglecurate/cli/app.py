@@ -124,6 +124,11 @@ def score(
         help="Attention kernel: auto (SDPA where the model supports it, else eager), sdpa, eager, "
         "flex_attention, flash_attention_2 (packing).",
     ),
+    embed: int = typer.Option(
+        None,
+        help="Also store, per row, the mean of the question tokens' hidden state (the MLP input the "
+        "angles use) at this scored layer, in OUT/embeddings.safetensors.",
+    ),
     shard: str = typer.Option(None, help="Score only shard i/N of the rows (by uid hash) into OUT."),
     devices: str = typer.Option(None, help="One shard per device, e.g. 0,1,2,3 (CUDA) or cpu,cpu."),
     engine: Engine = typer.Option(Engine.local, help="local (this process), or ray (an actor pool)."),
@@ -183,6 +188,7 @@ def score(
             trust_remote_code=trust_remote_code,
             packing=packing.value,
             attn_implementation=attn_implementation,
+            embed=embed,
         )
     _report(result, quiet, json_out)
 
@@ -232,9 +238,18 @@ def rank(
     ),
     nan_policy: NanPolicy = typer.Option(None, help=NAN_HELP + " (default: the current choice's)"),
     from_validate: bool = typer.Option(False, help="Take the choice `anglecurate validate` recommended."),
+    by: str = typer.Option(
+        None,
+        help="What orders the rows: score (the angles, highest first), learnability, p_pass (highest "
+        "first: easiest first), length (shortest question first), or any numeric column (highest "
+        "first). Default: the current choice's.",
+    ),
+    ascending: bool = typer.Option(
+        None, "--ascending/--descending", help="Walk --by lowest first / highest first (default: its own)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
 ) -> None:
-    """Rank a scored folder again from its stored per-layer values, in seconds, without the model."""
+    """Rank a scored folder again from its stored columns, in seconds, without the model."""
     from anglecurate import api
 
     with _interruptible("the earlier ranking is kept"):
@@ -247,6 +262,8 @@ def rank(
             length_control=length_control,
             nan_policy=nan_policy and nan_policy.value,
             from_validate=from_validate,
+            by=by,
+            ascending=ascending,
         )
     _report(result, False, json_out)
 

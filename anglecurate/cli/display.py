@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from anglecurate.scoring.ranking import RankChoice
+from anglecurate.scoring.ranking import COMPUTED, RankChoice
 from anglecurate.scoring.segments import Segmented
 
 SEGMENT_STYLES = {"prefix": "bold blue", "question": "bold green", "suffix": "bold magenta"}
@@ -61,6 +61,8 @@ def read_ranking_ends(out: Path, n: int) -> tuple[dict, pl.DataFrame, pl.DataFra
         return manifest, pl.DataFrame(), pl.DataFrame()
     field = manifest["run"]["dataset"]["field"]
     columns = ["rank", "uid", "score", "score_length_controlled", "c_intra", "c_inter", "n_question", field]
+    by = RankChoice.from_dict(manifest["ranking"]).by
+    columns += [by] if by not in (*columns, *COMPUTED) else []  # a stored column orders the rows
     lazy = pl.scan_parquet(parts).select(columns)
     return manifest, lazy.head(n).collect(), lazy.tail(n).collect()
 
@@ -69,11 +71,13 @@ def print_ranking_ends(console: Console, out: Path, n: int) -> None:
     manifest, top, bottom = read_ranking_ends(out, n)
     field = manifest["run"]["dataset"]["field"]
     choice = RankChoice.from_dict(manifest["ranking"])
-    # With length control the rank follows the residual: show it beside the raw score.
-    extra = ["score_lc"] if choice.length_control else []
+    # With length control the rank follows the residual: show it beside the raw score; a
+    # stored column that orders the rows is shown too.
+    extra = ["score_lc"] if choice.length_control and choice.by == "score" else []
+    by = [choice.by] if choice.by in top.columns and choice.by not in (*COMPUTED, "n_question") else []
     for title, frame in ((f"top {n}", top), (f"bottom {n}", bottom)):
         table = Table(title=f"{title}: {choice.describe()}", title_justify="left")
-        for col in ("rank", "uid", "score", *extra, "c_intra", "c_inter", "n_q"):
+        for col in ("rank", "uid", *by, "score", *extra, "c_intra", "c_inter", "n_q"):
             table.add_column(col, no_wrap=True)
         table.add_column("question", ratio=1, min_width=30)
         for row in frame.iter_rows(named=True):
@@ -81,6 +85,7 @@ def print_ranking_ends(console: Console, out: Path, n: int) -> None:
             table.add_row(
                 str(row["rank"]),
                 str(row["uid"]),
+                *[_four_places(row[c]) for c in by],
                 _four_places(row["score"]),
                 *lc,
                 _four_places(row["c_intra"]),

@@ -41,7 +41,9 @@ class ChunkScorer:
         # actor scores exactly the layers the run records.
         self.p = settle_layers(cfg, p, model.ffn_layers, type(model.base).__name__)
         self._stack = ExitStack()  # the hooks stay in place for the actor's lifetime
-        self.capture = self._stack.enter_context(angle_capture(model, self.p.layers, self.p.reference))
+        self.capture = self._stack.enter_context(
+            angle_capture(model, self.p.layers, self.p.reference, embed=self.p.embed)
+        )
         self.out = OutputDir(cfg.out)
 
     def __call__(self, batch: dict) -> dict:

@@ -21,7 +21,10 @@ Data flows through one module per stage, in this order (the rows come in chunks 
 Beside the flow:
 
     ranking           pure: which stored value orders the rows (shared by `score` and `rank`)
-    rerank            `anglecurate rank`: a finished ranking ordered again, swapped in atomically
+    rerank            `anglecurate rank`: a finished ranking ordered again, swapped in atomically;
+                      columns added to one (calibrate's p_pass, learnability)
+    embeddings        `score --embed`: pooled question tokens streamed beside the ranking
+    features          a ranking's stored prefill features as the learnability predictor's arrays
     gainrl_reference  the authors' per-prompt formula (``--metric gainrl-reference``)
     prompts/          the built-in prompt configs (TOML)
 """

@@ -5,6 +5,9 @@ fused reduction, see :mod:`anglecurate.scoring.angles.unit_sums`), so nothing of
 its layer. The hook on the deepest scored layer then stops the forward: the layers above it,
 the final norm and the LM head never run. Hooks live in a context manager that always
 removes them, whatever happens inside.
+
+With ``embed`` (``score --embed LAYER``), that layer's hook also pools the same MLP input:
+the mean over each prompt's question tokens, [P, d] float32. Without it nothing more runs.
 """
 
 from __future__ import annotations
@@ -74,13 +77,40 @@ class DeviceSegments:
         return cls(batch.starts.to(device), batch.ends.to(device), masks=masks)
 
 
-class AngleCapture:
-    """Runs batches through the base model and returns per-layer angle concentrations."""
+def question_means(hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The mean of each prompt's question tokens of ``hidden`` ([B, T, d], padded or packed
+    as ``batch`` lays it out): [P, d] float32, summed in float32 whatever the model's dtype."""
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    starts, ends = batch.starts[1::2], batch.ends[1::2]  # range 2p + 1: prompt p's question
+    counts = ends - starts
+    # Each question token's flat position and its prompt, then one scatter-add on the device.
+    owner = torch.repeat_interleave(torch.arange(counts.numel()), counts)
+    position = torch.arange(int(counts.sum())) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    position = position + starts[owner]
+    device = flat.device
+    sums = torch.zeros(counts.numel(), flat.shape[-1], dtype=torch.float32, device=device)
+    sums.index_add_(0, owner.to(device), flat.index_select(0, position.to(device)).to(torch.float32))
+    return sums / counts.to(device=device, dtype=torch.float32).unsqueeze(1)
 
-    def __init__(self, model: LoadedModel, layer_indices: list[int], reference: ReferenceSpec | None = None):
+
+class AngleCapture:
+    """Runs batches through the base model and returns per-layer angle concentrations; with
+    ``embed``, :attr:`embeddings` holds the last batch's pooled question tokens at that layer."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        layer_indices: list[int],
+        reference: ReferenceSpec | None = None,
+        embed: int | None = None,
+    ):
         self.model = model
         self.layer_indices = sorted(layer_indices)
         self.reference = reference
+        if embed is not None and embed not in self.layer_indices:
+            raise ValueError(f"embed layer {embed} is not among the scored layers {self.layer_indices}")
+        self.embed = embed
+        self.embeddings: torch.Tensor | None = None  # [P, d] float32 on CPU, after run()
         self._batch: Batch | None = None
         self._segments: DeviceSegments | None = None
         self._sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -94,6 +124,8 @@ class AngleCapture:
             self._sums[layer] = reduce_segments(hidden, self._segments)
             if self.reference is not None and layer == self.reference.layer:
                 self._reference = self._reference_values(hidden)
+            if layer == self.embed:
+                self.embeddings = question_means(hidden, self._batch)
             if is_deepest:
                 raise _StopForward
 
@@ -120,6 +152,7 @@ class AngleCapture:
         self._segments = DeviceSegments.for_batch(batch, device)
         self._sums = {}
         self._reference = None
+        self.embeddings = None
         inputs = {"input_ids": batch.input_ids.to(device, non_blocking=True), "use_cache": False}
         if batch.attention_mask is not None:
             inputs["attention_mask"] = batch.attention_mask.to(device, non_blocking=True)
@@ -141,6 +174,8 @@ class AngleCapture:
             sums[..., 0, :], sums[..., 1, :], sq[..., 1], counts[..., 0], counts[..., 1]
         )
         self._sums = {}
+        if self.embeddings is not None:
+            self.embeddings = self.embeddings.cpu()
         return c_intra.cpu(), c_inter.cpu(), self._reference
 
 
@@ -150,10 +185,12 @@ def angle_capture(
     layer_indices: list[int],
     reference: ReferenceSpec | None = None,
     stop_early: bool = True,
+    embed: int | None = None,
 ):
     """Register the hooks for ``layer_indices``; yield an :class:`AngleCapture`; remove them.
-    With ``reference``, its layer's hook also computes the authors' per-prompt value."""
-    capture = AngleCapture(model, layer_indices, reference)
+    With ``reference``, its layer's hook also computes the authors' per-prompt value; with
+    ``embed`` (one of ``layer_indices``), that layer's hook pools the question tokens."""
+    capture = AngleCapture(model, layer_indices, reference, embed)
     deepest = max(capture.layer_indices)
     # A feed-forward block may serve several layers (Zamba's shared block): each call is
     # credited to the layer running, which the layers' own pre-hooks track.

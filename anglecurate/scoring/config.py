@@ -53,6 +53,7 @@ class ScoreConfig:
     packing: str = "auto"  # on: one packed sequence per batch; auto: on with a varlen attention
     attn_implementation: str = "auto"
     shard: Shard = Shard()  # i/N: score only shard i's rows (frozen, so a safe default)
+    embed: int | None = None  # a scored layer: store its pooled question tokens (embeddings.safetensors)
 
     def __post_init__(self) -> None:
         if self.id_field is None:  # builtin:arithmetic: its own uid column

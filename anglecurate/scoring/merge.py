@@ -9,16 +9,19 @@ from pathlib import Path
 
 from anglecurate.base.errors import UserError
 from anglecurate.data.shard import Shard
+from anglecurate.scoring.embeddings import write_embeddings
 from anglecurate.scoring.manifest import build_manifest, changed_keys
 from anglecurate.scoring.ranking import RankChoice
 from anglecurate.scoring.result import ScoreResult, run_timing
 from anglecurate.scoring.store import (
+    EMBEDDINGS,
     SKIPPED,
     UNDEFINED,
     MergeInProgress,
     OutputDir,
     RankingSummary,
 )
+from anglecurate.storage.faults import storage_errors
 
 
 def complete(
@@ -45,19 +48,26 @@ def _finish(
 ) -> ScoreResult:
     """Build the global ranking from every chunk file and write the manifest."""
     choice = RankChoice.from_dict(run["ranking"])
-    files = [path for _, path in sorted(out.chunk_files().items())]
+    chunks = out.chunk_files()
+    files = [path for _, path in sorted(chunks.items())]
     stage = out.work / "finalize"
     ranking = out.build_ranking(files, choice, run["layers"], columns, run["shard_rows"], stage)
-    manifest = build_manifest(
-        run, ranking_info(choice, ranking), device, timing, counts_of(ranking), outputs_of(ranking)
-    )
-    out.commit(stage, manifest, replaces_skipped=True)
+    outputs = outputs_of(ranking)
+    if run.get("embed") is not None:  # absent key: a run without --embed, as before it existed
+        with storage_errors(stage):
+            outputs["embeddings"] = write_embeddings(chunks, stage / EMBEDDINGS, run["embed"]["layer"])
+    manifest = build_manifest(run, ranking_info(choice, ranking), device, timing, counts_of(ranking), outputs)
+    out.commit(stage, manifest, replaces_skipped=True, files=(EMBEDDINGS,) if "embeddings" in outputs else ())
     warn_undefined(choice, ranking)
     return ScoreResult(str(out.root), "complete", manifest, chunks_resumed=resumed)
 
 
 def ranking_info(choice: RankChoice, ranking: RankingSummary) -> dict:
-    return {**choice.to_dict(), "undefined_score": ranking.undefined_score, "length_fit": ranking.length_fit}
+    """The manifest's ``ranking``: the choice, what orders the rows and which way (said even
+    for the default, the score highest first), its NaN count and the length fit."""
+    order = {"by": choice.by, "ascending": choice.lowest_first}
+    found = {"undefined_score": ranking.undefined_score, "length_fit": ranking.length_fit}
+    return {**choice.to_dict(), **order, **found}
 
 
 def counts_of(ranking: RankingSummary, skipped: dict | None = None) -> dict:

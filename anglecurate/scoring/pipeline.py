@@ -5,8 +5,10 @@
     segments -> token ids + segment spans  (anglecurate.scoring.segments)
     batching -> padded length buckets      (anglecurate.scoring.batching)
     capture  -> per-layer c_intra, c_inter (anglecurate.scoring.capture, anglecurate.scoring.angles)
+                (and with --embed, one layer's pooled question tokens)
     store    -> chunk files in OUT, resume     (anglecurate.scoring.store)
     merge    -> global ranking, manifest       (anglecurate.scoring.merge)
+                (and embeddings.safetensors, anglecurate.scoring.embeddings)
 
 Options, the data file and its columns, the model config, the tokenizer and the output
 folder are all checked before the weights load, and nothing in ``OUT`` is touched before
@@ -37,12 +39,12 @@ from anglecurate.scoring.gainrl_reference import ReferenceSpec
 from anglecurate.scoring.manifest import changed_keys, device_info
 from anglecurate.scoring.merge import complete
 from anglecurate.scoring.prompt import InvalidRow
-from anglecurate.scoring.ranking import RankChoice
+from anglecurate.scoring.ranking import RankChoice, resolve_layer
 from anglecurate.scoring.rerank import rerank
 from anglecurate.scoring.result import ScoreResult, run_timing
 from anglecurate.scoring.segments import Segmented, Segmenter, SkipReason, truncate
 from anglecurate.scoring.spec import RunSpec, preflight
-from anglecurate.scoring.store import RESERVED_COLUMNS, ROW, SCORED, STATUS, OutputDir
+from anglecurate.scoring.store import EMBED, RESERVED_COLUMNS, ROW, SCORED, STATUS, OutputDir
 from anglecurate.storage.lock import exclusive_writer
 
 
@@ -62,6 +64,7 @@ class _Plan:
     dtype: torch.dtype
     batch_tokens: int
     shard: Shard
+    embed: int | None = None  # the layer whose pooled question tokens are stored (--embed)
 
 
 def plan(cfg: ScoreConfig) -> _Plan:
@@ -94,6 +97,7 @@ def plan(cfg: ScoreConfig) -> _Plan:
     num_layers = model_num_layers(spec.config)
     layers = parse_layers(cfg.layers, num_layers)  # `all` and `last` are settled once it loads
     choice, reference, by_layers = _layer_choice(cfg, layers, num_layers)
+    embed = _embed_layer(cfg, layers, num_layers)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, spec.config, device)
     run = {
@@ -123,6 +127,8 @@ def plan(cfg: ScoreConfig) -> _Plan:
         "shard_rows": cfg.shard_rows,
         "shards": cfg.shard.count,
     }
+    if embed is not None:  # only then: a run without --embed records what it always did
+        run["embed"] = {"layer": embed}
     return _Plan(
         dataset=dataset,
         kind=kind,
@@ -136,7 +142,22 @@ def plan(cfg: ScoreConfig) -> _Plan:
         dtype=dtype,
         batch_tokens=batch_budget(cfg.max_batch_tokens, device.type),
         shard=cfg.shard,
+        embed=embed,
     )
+
+
+def _embed_layer(cfg: ScoreConfig, layers: list[int], num_layers: int) -> int | None:
+    """The --embed layer, checked against the scored layers (its hook is theirs: pooling a
+    layer above the deepest scored one would run layers the angles stop before)."""
+    if cfg.embed is None:
+        return None
+    layer = resolve_layer(cfg.embed, num_layers, "--embed")
+    if layer not in layers:
+        raise UserError(
+            f"--embed {cfg.embed}: layer {layer} is not scored (--layers {cfg.layers}); "
+            "add it to --layers or pick a scored layer"
+        )
+    return layer
 
 
 def _layer_choice(cfg: ScoreConfig, layers: list[int], num_layers: int):
@@ -191,7 +212,7 @@ def _score(cfg: ScoreConfig, out: OutputDir, progress: RowProgress) -> ScoreResu
     tokens = 0
     rows_scored_now = 0
     try:
-        with angle_capture(model, p.layers, p.reference) as capture:
+        with angle_capture(model, p.layers, p.reference, embed=p.embed) as capture:
             label = "scoring" if shard.whole else f"shard {shard}"
             progress.start(label, total=p.dataset.num_rows, completed=done_rows)
             for index, frame in p.dataset.iter_chunks(cfg.chunk_rows, skip=done):
@@ -290,6 +311,7 @@ def settle_layers(cfg: ScoreConfig, p: _Plan, ffn: list[int], model_name: str) -
         return p
     choice, reference, by_layers = _layer_choice(cfg, layers, num)
     run = {**p.run, "model": model_info, **by_layers}
+    _embed_layer(cfg, layers, num)  # `all` without a feed-forward block at the --embed layer
     return replace(p, layers=layers, choice=choice, reference=reference, run=run)
 
 
@@ -397,6 +419,7 @@ def _score_chunk(
     inter = np.full((n, n_layers), np.nan, dtype=np.float32)
     lengths = np.zeros((n, 3), dtype=np.int32)
     reference = np.full(n, np.nan) if p.reference is not None else None  # None: not computed
+    embeddings = None  # [n, d] float32 with --embed, allocated once the width is known
     rows = list(segmented)
     tokens = 0
     planner = plan_packed if cfg.packed else plan_batches
@@ -409,6 +432,10 @@ def _score_chunk(
         inter[members] = c_inter.numpy()
         if reference is not None:
             reference[members] = values.numpy()
+        if capture.embeddings is not None:
+            if embeddings is None:
+                embeddings = np.full((n, capture.embeddings.shape[1]), np.nan, dtype=np.float32)
+            embeddings[members] = capture.embeddings.numpy()
         batch_tokens = sum(s.n_tokens for s in items)
         tokens += batch_tokens
         progress.advance(len(members), batch_tokens)
@@ -430,6 +457,8 @@ def _score_chunk(
         pl.Series(ROW, global_rows.astype(np.int64)),
         pl.Series(STATUS, status, pl.String),
     ]
+    if p.embed is not None:  # a chunk with no scored row stores no width: an empty list
+        new.append(pl.Series(EMBED, embeddings if embeddings is not None else [[]] * n, pl.List(pl.Float32)))
     return frame.with_columns(new), tokens
 
 

@@ -13,6 +13,17 @@ the rank follows the score's residual after a monotone (isotonic) fit on questio
 the part of the score that length does not explain. Both columns are always written.
 NaN scores go last, first (where torch's descending argsort puts them, as in the authors'
 script) or are dropped from the ranking into ``undefined.parquet``.
+
+The order need not be the score's: ``by`` names what orders the rows (the score columns are
+written either way), each with its own direction (``ascending`` flips it):
+
+    score           the angle score (or its length-controlled residual), highest first
+    learnability    p_pass (1 - p_pass), the expected reward variance: highest first
+    p_pass          the predicted pass rate, highest first: easiest first
+    length          n_question, shortest first (ties: input order, as the pilot's length arm)
+    any other numeric column (a dataset's own difficulty, say): highest first
+
+NaN and null values of the ``by`` column follow ``nan_policy`` as NaN scores do.
 """
 
 from __future__ import annotations
@@ -27,6 +38,11 @@ from anglecurate.base.errors import UserError
 METRICS = ("angles", "gainrl-reference")
 NAN_POLICIES = ("last", "drop", "first")
 ROW = "_row"  # the global input row index (also store.ROW): tie-breaker and join key
+BY_KEY = "_by"  # a stored column that orders the rows (``RankChoice.by``), as read for the keys
+# What `--by` can name beyond the stored numeric columns: values the ranking computes.
+COMPUTED = ("score", "score_length_controlled", "c_intra", "c_inter", "length", "row_index")
+# The directions that are not "highest first".
+LOWEST_FIRST = frozenset({"length"})
 # Columns the ranking writes (recomputed by every ranking, replaced in ranked rows).
 RANK_COLUMNS = ("rank", "score", "score_length_controlled", "c_intra", "c_inter")
 
@@ -41,6 +57,12 @@ class RankChoice:
     w_inter: float = 1.0
     length_control: bool = False
     nan_policy: str = "last"
+    by: str = "score"  # what orders the rows (module docstring); the score is written anyway
+    ascending: bool | None = None  # None: the direction ``by`` names (lowest first for length)
+
+    @property
+    def lowest_first(self) -> bool:
+        return self.by in LOWEST_FIRST if self.ascending is None else self.ascending
 
     def validate(self) -> None:
         if self.metric not in METRICS:
@@ -49,6 +71,8 @@ class RankChoice:
             raise UserError(f"--nan-policy {self.nan_policy!r}: choose one of {', '.join(NAN_POLICIES)}")
         if self.metric == "angles" and self.w_intra == 0 and self.w_inter == 0:
             raise UserError("--w-intra and --w-inter are both 0; the score would be constant")
+        if not isinstance(self.by, str) or not self.by.strip():
+            raise UserError("--by needs a name: score, learnability, p_pass, length or a numeric column")
 
     def resolved(self, layers: list[int], num_layers: int, option: str = "--rank-layer") -> RankChoice:
         """With ``layer`` checked against the scored layers (negative counts from the end)."""
@@ -64,18 +88,33 @@ class RankChoice:
         return replace(self, layer=layer)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The choice as the manifest and a schedule's state record it. The default order
+        (the score, highest first) records no ``by``, so a ranking scored before ``by``
+        existed, and every schedule drawn from one, keeps its identity."""
+        data = asdict(self)
+        data["ascending"] = self.lowest_first
+        if self.by == "score" and not self.lowest_first:
+            del data["by"], data["ascending"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> RankChoice:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        choice = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        if choice.ascending is not None and choice.ascending == (choice.by in LOWEST_FIRST):
+            choice = replace(choice, ascending=None)  # the by's own direction, said explicitly
+        return choice
 
     def describe(self) -> str:
+        if self.by == "length":
+            return "length (n_question), " + ("longest first" if not self.lowest_first else "shortest first")
+        if self.by != "score":
+            return f"{self.by}, " + ("lowest first" if self.lowest_first else "highest first")
         if self.metric == "gainrl-reference":
             text = f"gainrl-reference at layer {self.layer}"
         else:
             text = f"layer {self.layer}, {self.w_intra:g} x c_intra + {self.w_inter:g} x c_inter"
-        return text + (", length-controlled" if self.length_control else "")
+        text += ", length-controlled" if self.length_control else ""
+        return text + (", lowest first" if self.lowest_first else "")
 
 
 def resolve_layer(index: int, num_layers: int, option: str) -> int:
@@ -98,7 +137,8 @@ def key_columns(choice: RankChoice, layers: list[int]) -> list[pl.Expr]:
         pl.col("c_intra_layers").list.get(pos).cast(pl.Float64).alias("c_intra"),
         pl.col("c_inter_layers").list.get(pos).cast(pl.Float64).alias("c_inter"),
     ]
-    return cols + ([pl.col("gainrl_reference")] if choice.metric == "gainrl-reference" else [])
+    cols += [pl.col("gainrl_reference")] if choice.metric == "gainrl-reference" else []
+    return cols + ([] if choice.by in COMPUTED else [pl.col(choice.by).cast(pl.Float64).alias(BY_KEY)])
 
 
 def rank_keys(keys: pl.DataFrame, choice: RankChoice) -> tuple[pl.DataFrame, dict]:
@@ -107,7 +147,8 @@ def rank_keys(keys: pl.DataFrame, choice: RankChoice) -> tuple[pl.DataFrame, dic
     Args:
         keys: one row per scored input row, as :func:`key_columns` selects: ``_row``
             (int64), ``n_question``, ``c_intra`` / ``c_inter`` (float64, the ranking
-            layer's) and, for the authors' metric, ``gainrl_reference`` (float64).
+            layer's), for the authors' metric ``gainrl_reference`` (float64), and when
+            ``choice.by`` is a stored column, its values as ``_by`` (float64).
         choice: a resolved :class:`RankChoice`.
 
     Returns:
@@ -130,7 +171,15 @@ def rank_keys(keys: pl.DataFrame, choice: RankChoice) -> tuple[pl.DataFrame, dic
     from anglecurate.stats.isotonic import isotonic_residuals  # scipy: loaded only when ranking
 
     residual, fit = isotonic_residuals(score, keys["n_question"].to_numpy().astype(np.float64))
-    by = residual if choice.length_control else score
+    computed = {
+        "score": residual if choice.length_control else score,
+        "score_length_controlled": residual,
+        "c_intra": c_intra,
+        "c_inter": c_inter,
+        "length": floats(keys["n_question"]),
+        "row_index": floats(keys[ROW]),
+    }
+    by = computed[choice.by] if choice.by in computed else floats(keys[BY_KEY])
     frame = pl.DataFrame(
         {
             ROW: keys[ROW],
@@ -143,7 +192,10 @@ def rank_keys(keys: pl.DataFrame, choice: RankChoice) -> tuple[pl.DataFrame, dic
     ).with_columns(pl.col("_key").fill_nan(None))
     undefined = frame["_key"].null_count()
     ordered = frame.sort(
-        ["_key", ROW], descending=[True, False], nulls_last=choice.nan_policy != "first", maintain_order=True
+        ["_key", ROW],
+        descending=[not choice.lowest_first, False],
+        nulls_last=choice.nan_policy != "first",
+        maintain_order=True,
     )
     ranks = pl.int_range(pl.len())
     if choice.nan_policy == "drop":  # NaN keys sort last, so the others keep ranks 0..k-1

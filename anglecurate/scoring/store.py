@@ -6,6 +6,7 @@ Layout of ``OUT``::
     ranked/part-00000.parquet     rows in rank order, ``shard_rows`` rows per part
     skipped.parquet               rows that were not scored, with ``skip_reason`` (if any)
     undefined.parquet             scored rows with a NaN score, under ``--nan-policy drop``
+    embeddings.safetensors        with ``--embed``: pooled question tokens (scoring.embeddings)
     .anglecurate/run.json         the run's options, for resume and refusal (while running)
     .anglecurate/chunks/          one Parquet file per scored chunk of input rows
                                   (``chunk-00012.s1of4.parquet``: shard 1 of 4's rows of it)
@@ -58,6 +59,8 @@ SCORE_COLUMNS = (
 )
 SKIP_COLUMN = "skip_reason"
 STATUS = "_status"  # "scored" or a SkipReason value
+EMBED = "_embedding"  # chunk files only, with --embed: [d] float32 per row (scoring.embeddings)
+EMBEDDINGS = "embeddings.safetensors"
 SCORED = "scored"
 SKIPPED = "skipped.parquet"
 UNDEFINED = "undefined.parquet"
@@ -68,7 +71,7 @@ class MergeInProgress(UserError):
     """Another process is building this folder's ranking."""
 
 
-RESERVED_COLUMNS = frozenset(SCORE_COLUMNS) | {SKIP_COLUMN, ROW, STATUS}
+RESERVED_COLUMNS = frozenset(SCORE_COLUMNS) | {SKIP_COLUMN, ROW, STATUS, EMBED}
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,7 @@ class OutputDir:
         # validate's and report's outputs describe the old run, so they go with it.
         for name in ("ranked", ".anglecurate", ".anglecurate-validate", "report"):
             shutil.rmtree(self.root / name, ignore_errors=True)
-        for name in ("manifest.json", SKIPPED, UNDEFINED, "validate.json", "validate.parquet"):
+        for name in ("manifest.json", SKIPPED, UNDEFINED, EMBEDDINGS, "validate.json", "validate.parquet"):
             (self.root / name).unlink(missing_ok=True)
 
     def start(self, run: dict, tag: str = "") -> None:
@@ -247,25 +250,37 @@ class OutputDir:
         columns: Iterable[str],
         shard_rows: int,
         stage: Path,
+        extra: pl.DataFrame | None = None,
     ) -> RankingSummary:
         """Rank ``files`` into ``stage`` (``ranked/`` parts, ``undefined.parquet``, and for
         chunk files ``skipped.parquet``); :meth:`commit` swaps them in.
 
         ``files`` are chunk files (a scoring run) or a finished ranking's parts plus its
-        ``undefined.parquet`` (a re-rank). Rank 0 is the highest score; ties go to the
-        earlier input row, so shards merged give the ranks a single run gives.
+        ``undefined.parquet`` (a re-rank). Rank 0 is the highest score (or what
+        ``choice.by`` names); ties go to the earlier input row, so shards merged give the
+        ranks a single run gives. ``extra``: ``_row`` plus columns to add to every row (or
+        replace), null where a row has none; listed in ``columns`` to be written.
         """
         try:
             with storage_errors(stage):
-                return self._build_ranking(files, choice, layers, columns, shard_rows, stage)
+                return self._build_ranking(files, choice, layers, columns, shard_rows, stage, extra)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)  # half a ranking: the rerun rebuilds it
             raise
 
-    def _build_ranking(self, files, choice, layers, columns, shard_rows, stage) -> RankingSummary:
+    def _build_ranking(self, files, choice, layers, columns, shard_rows, stage, extra) -> RankingSummary:
         columns = [c for c in columns if c not in SCORE_COLUMNS]  # --id-field uid: already first
         from_chunks = ROW in pl.read_parquet_schema(files[0])
-        lazy = pl.concat([_as_chunk(pl.scan_parquet(f), from_chunks) for f in files], how="diagonal_relaxed")
+
+        def read(path: Path) -> pl.LazyFrame:
+            lazy = _as_chunk(pl.scan_parquet(path), from_chunks)
+            if extra is None:
+                return lazy
+            names = lazy.collect_schema().names()
+            lazy = lazy.drop([c for c in extra.columns if c != ROW and c in names])
+            return lazy.join(extra.lazy(), on=ROW, how="left")
+
+        lazy = pl.concat([read(f) for f in files], how="diagonal_relaxed")
         status = lazy.group_by(STATUS).len().collect()
         counts = dict(zip(status[STATUS].to_list(), status["len"].to_list(), strict=True))
         keys = lazy.filter(pl.col(STATUS) == SCORED).select(ROW, *key_columns(choice, layers)).collect()
@@ -273,7 +288,7 @@ class OutputDir:
         shutil.rmtree(stage, ignore_errors=True)
         buckets = stage / "buckets"
         for n, path in enumerate(files):
-            rows = _as_chunk(pl.scan_parquet(path), from_chunks).filter(pl.col(STATUS) == SCORED).collect()
+            rows = read(path).filter(pl.col(STATUS) == SCORED).collect()
             if rows.is_empty():
                 continue
             lo, hi = rows[ROW].min(), rows[ROW].max()
@@ -313,17 +328,19 @@ class OutputDir:
             length_fit=info["length_fit"],
         )
 
-    def commit(self, stage: Path, manifest: dict, replaces_skipped: bool) -> None:
+    def commit(
+        self, stage: Path, manifest: dict, replaces_skipped: bool, files: tuple[str, ...] = ()
+    ) -> None:
         """Make a staged ranking (from :meth:`build_ranking`) the folder's ranking.
 
         The COMMIT marker is the point of no return: before it the old ranking is intact,
         after it :meth:`recover` (run by every reader) completes the swap, so a kill at any
         moment leaves either the old ranking or the new one, never a mix. The work folder
-        (chunks of a scoring run, the stage) is removed last.
+        (chunks of a scoring run, the stage) is removed last. ``files``: more files of the
+        folder the stage replaces (or removes, when it holds none): ``embeddings.safetensors``.
         """
-        plan = {UNDEFINED: "replace" if (stage / UNDEFINED).exists() else "remove"}
-        if replaces_skipped:
-            plan[SKIPPED] = "replace" if (stage / SKIPPED).exists() else "remove"
+        names = (UNDEFINED, *([SKIPPED] if replaces_skipped else []), *files)
+        plan = {name: "replace" if (stage / name).exists() else "remove" for name in names}
         try:
             atomic_write_json(manifest, stage / "manifest.json")
             atomic_write_json(plan, stage / COMMIT)
@@ -367,4 +384,4 @@ def _as_chunk(lazy: pl.LazyFrame, from_chunks: bool) -> pl.LazyFrame:
     if not from_chunks:
         lazy = lazy.rename({"row_index": ROW}).with_columns(pl.lit(SCORED).alias(STATUS))
     names = lazy.collect_schema().names()
-    return lazy.drop([c for c in (*RANK_COLUMNS, "row_index") if c in names])
+    return lazy.drop([c for c in (*RANK_COLUMNS, "row_index", EMBED) if c in names])
