@@ -24,7 +24,7 @@ def setup_extras() -> set[str]:
 
 
 def test_setup_installs_the_pilots_trainer_and_the_hub_datasets_reader():
-    from anglecurate.pilot.run import TRAINER_MODULES
+    from anglecurate.piloting.run import TRAINER_MODULES
 
     extras = setup_extras()
     assert {extra for _, extra in TRAINER_MODULES} <= extras

@@ -236,7 +236,7 @@ def test_report_by_takes_comma_lists_and_draws_each_column_once(monkeypatch, cap
 
 def test_builtin_arithmetic_needs_no_id_field(monkeypatch, capsys, tiny_model_dir, tmp_path):
     """Its rows carry a uid of their own: taken as the id, as score and the pilot write it."""
-    from anglecurate.pilot.plan import PilotConfig
+    from anglecurate.piloting.plan import PilotConfig
     from anglecurate.scoring.config import ScoreConfig
 
     monkeypatch.setenv("ANGLECURATE_CACHE", str(tmp_path / "cache"))
