@@ -63,6 +63,7 @@ class ScheduleResult:
     exports: list[str]
     sampler: dict  # the sampler's hyperparameters after scaling to the ranking's size
     frame: pl.DataFrame  # epoch, position, uid, rank
+    warnings: list[str] = dataclasses.field(default_factory=list)  # one line each
 
 
 @dataclass
@@ -262,9 +263,14 @@ def schedule(
         exports=tuple(export),
         overwrite=overwrite,
     )
+    from anglecurate.scheduling.export import prompt_mismatch
+
     frame, params = create_schedule(cfg)
     epochs_drawn = frame["epoch"].n_unique()
-    return ScheduleResult(Path(out), epochs_drawn, per_epoch, export, dataclasses.asdict(params), frame)
+    warnings = [w for w in [prompt_mismatch(Path(ranking))] if w] if export else []
+    return ScheduleResult(
+        Path(out), epochs_drawn, per_epoch, export, dataclasses.asdict(params), frame, warnings
+    )
 
 
 def schedule_update(

@@ -458,6 +458,8 @@ def schedule(
             overwrite=overwrite,
             **sampler,
         )
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     exports = f" with exports {', '.join(result.exports)}" if result.exports else ""
     print(f"wrote {result.epochs} epochs of {per_epoch} to {out}{exports}")
     p = result.sampler
@@ -496,6 +498,11 @@ def pilot(
     config: str = typer.Option(None, help=CONFIG_HELP),
     ranking: Path = typer.Option(
         None, help="Angle ranking (`anglecurate score` folder); default: score here."
+    ),
+    prompt_config: str = typer.Option(
+        None,
+        help="The rendering rows are scored, trained and evaluated in: 'none', 'default' (the "
+        "paper's R1 prompt) or a TOML file. Default: none, or --ranking's own.",
     ),
     arms: str = typer.Option(
         "uniform,gainrl,length", help="Arms, comma-separated: uniform, gainrl, gainrl-open, length, reverse."
@@ -547,6 +554,7 @@ def pilot(
             split=split,
             data_config=config,
             ranking=str(ranking) if ranking else None,
+            prompt_config=prompt_config,
             seeds=seeds,
             seed_base=seed_base,
             steps=steps,

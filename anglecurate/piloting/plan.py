@@ -79,6 +79,9 @@ class PilotConfig:
     reward: str = "number"
     per_epoch: int | None = None  # GAIN-RL epoch size; default prompts_per_step * eval_every
     max_train_tokens: int | None = None  # micro-batch budget; None: DEFAULT_TRAIN_TOKENS by device
+    # The rendering every row is scored, trained and evaluated in (`score --prompt-config`).
+    # None: the bare question as one user turn, or a given --ranking's own rendering.
+    prompt_config: str | None = None
     grpo: GRPOOptions = field(default_factory=GRPOOptions)
 
     def __post_init__(self) -> None:
@@ -159,7 +162,7 @@ def train_micro_batch(completions_per_step: int, sequence_tokens: int, budget: i
 # Settings the split and the ranking are made from: changed before any run started, those
 # derived folders are rebuilt; the others only shape the runs.
 SPLIT_KEYS = ("data", "split", "data_config", "field", "answer_field", "id_field", "eval_rows", "eval_data")
-RANKING_KEYS = (*SPLIT_KEYS, "train_rows", "model", "ranking")
+RANKING_KEYS = (*SPLIT_KEYS, "train_rows", "model", "ranking", "prompt_config")
 
 
 def check_config(cfg: PilotConfig, folder: Path) -> None:

@@ -10,6 +10,7 @@ pilot can be read while it runs). A rerun skips finished runs and resumes the re
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,32 +51,61 @@ def _need_trl() -> None:
 
 
 def _ranking(cfg: PilotConfig, train_path: Path, folder: Path, progress):
-    """The angle ranking of the training rows: ``--ranking``, or scored here (resumable)."""
+    """The angle ranking of the training rows: ``--ranking``, or scored here (resumable), in
+    the rendering the runs train in (``--prompt-config``; the bare question by default)."""
     from anglecurate.scheduling.epochs import load_ranking
-
-    if cfg.ranking is not None:
-        return load_ranking(cfg.ranking)
     from anglecurate.scoring.config import ScoreConfig
     from anglecurate.scoring.pipeline import score
 
+    if cfg.ranking is not None:
+        return load_ranking(cfg.ranking)
     out = folder / "ranking"
+    _refuse_stale_ranking(cfg, out, folder)
     progress.log(f"scoring the {train_path} training rows for the angle ranking into {out}")
     score(
-        ScoreConfig(model=cfg.model, data=str(train_path), out=str(out), field=cfg.field, id_field="uid"),
+        ScoreConfig(
+            model=cfg.model,
+            data=str(train_path),
+            out=str(out),
+            field=cfg.field,
+            id_field="uid",
+            prompt_config=cfg.prompt_config or "none",
+        ),
         progress,
     )
     return load_ranking(out)
 
 
+def _refuse_stale_ranking(cfg: PilotConfig, out: Path, folder: Path) -> None:
+    """A ranking an earlier anglecurate scored here with the R1 prompt, while its runs trained
+    on bare questions: rebuilt when no run has started, refused once runs rely on it."""
+    from anglecurate.scoring.prompt import PromptConfig, load_prompt_config
+    from anglecurate.scoring.store import OutputDir
+
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return
+    scored = PromptConfig.from_dict(OutputDir(out).read_manifest()["run"]["prompt"])
+    if scored == load_prompt_config(cfg.prompt_config or "none"):
+        return
+    if (folder / "runs").is_dir():
+        raise UserError(
+            f"{out} was scored with prompt config {scored.name!r} but its runs train on "
+            f"{cfg.prompt_config or 'none'!r} (earlier versions scored the pilot's ranking "
+            "with the R1 prompt); start this pilot in a new --out"
+        )
+    shutil.rmtree(out)
+
+
 def _task(cfg: PilotConfig, split, reward, ranking) -> Task:
-    """The runs' shared task. The model is the ranking's, rebuilt from its run record (so
-    the model that scored is the one trained, with its loading options); without a ranking
-    (uniform and length arms only) it is ``--model`` as given."""
-    from anglecurate.model.load import has_chat_template
+    """The runs' shared task. The model and the rendering are the ranking's, rebuilt from its
+    run record (so the model that scored is the one trained, on the prompts it scored);
+    without a ranking (uniform and length arms only) they are ``--model`` and
+    ``--prompt-config`` as given."""
     from anglecurate.scoring.spec import RunSpec
     from anglecurate.scoring.store import OutputDir
 
-    spec = RunSpec.from_options(cfg.model, prompt_config="none", template_required=False)
+    spec = RunSpec.from_options(cfg.model, prompt_config=cfg.prompt_config or "none", template_required=False)
     if ranking is not None:
         recorded = RunSpec.from_run(OutputDir(ranking.path).read_manifest()["run"], ranking.path)
         if recorded.model_record()["config_hash"] != spec.model_record()["config_hash"]:
@@ -83,16 +113,16 @@ def _task(cfg: PilotConfig, split, reward, ranking) -> Task:
                 f"--ranking {ranking.path} was scored with {recorded.source.path}, not --model "
                 f"{cfg.model}; pass that model, or score with this one"
             )
+        if cfg.prompt_config is not None and recorded.prompt != spec.prompt:
+            raise UserError(
+                f"--ranking {ranking.path} was scored with prompt config {recorded.prompt.name!r}, "
+                f"not --prompt-config {cfg.prompt_config}; leave --prompt-config out to train in "
+                "the ranking's rendering"
+            )
         spec = recorded
-    chat = has_chat_template(spec.source)  # a base model trains on the plain question text
-
-    def prompt(value):
-        if isinstance(value, list):  # already a conversation
-            return value
-        return [{"role": "user", "content": str(value)}] if chat else str(value)
-
+    prompt = _renderer(spec, cfg)
     train_rows = [
-        {"prompt": prompt(v), "answer": str(a), "uid": u}
+        {"prompt": prompt(v, u), "answer": str(a), "uid": u}
         for v, a, u in zip(
             split.train[cfg.field], split.train[cfg.answer_field], split.train["uid"], strict=True
         )
@@ -101,10 +131,36 @@ def _task(cfg: PilotConfig, split, reward, ranking) -> Task:
         cfg,
         spec,
         train_rows,
-        [prompt(v) for v in split.eval[cfg.field].to_list()],
+        [prompt(v, u) for v, u in zip(split.eval[cfg.field], split.eval["uid"], strict=True)],
         [str(a) for a in split.eval[cfg.answer_field].to_list()],
         reward,
     )
+
+
+def _renderer(spec, cfg: PilotConfig):
+    """``prompt(value, uid)``: a row's prompt as the runs train and evaluate it, the
+    conversation the ranking scored (its system prompt and shots, then the question). A
+    model without a chat template trains on the plain question text."""
+    from anglecurate.scoring.prompt import InvalidRow
+
+    if spec.renderer is None:
+        if spec.prompt.context_messages():
+            raise UserError(
+                f"{cfg.model} has no chat template for --prompt-config {spec.prompt.name!r}'s "
+                "system prompt and shots; use --prompt-config none"
+            )
+        return lambda value, uid: value if isinstance(value, list) else str(value)
+    # TRL renders with the tokenizer's template: make it the one that scored (a --chat-template
+    # plain or FILE ranking), so training sees the tokens the ranking measured.
+    spec.tokenizer.chat_template = spec.renderer.chat_template
+
+    def prompt(value, uid):
+        try:
+            return spec.conversation(value)[0]
+        except InvalidRow as exc:
+            raise UserError(f"{cfg.data}: the row with uid {uid}: {exc} (--field {cfg.field})") from exc
+
+    return prompt
 
 
 def collect(folder: Path, cfg: PilotConfig) -> pl.DataFrame:

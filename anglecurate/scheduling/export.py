@@ -66,6 +66,44 @@ def ranked_rows(ranking_path: Path) -> pl.DataFrame:
     return rows
 
 
+def _as_messages(value) -> list[dict] | None:
+    """A ``prompt`` value as the trainers read it: a string is one user turn."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value.strip()}]
+    if isinstance(value, (list, tuple)) and all(isinstance(m, dict) for m in value):
+        return [{"role": m.get("role"), "content": str(m.get("content", "")).strip()} for m in value]
+    return None
+
+
+def prompt_mismatch(ranking_path: Path) -> str | None:
+    """One line when the data's own ``prompt`` column, which the exports keep and the trainers
+    read, is not the conversation that was scored (another system prompt, no worked
+    example): the ranking then describes prompts the policy never sees. None when they
+    agree, or when the data has no ``prompt`` column (the exports add the scored one)."""
+    manifest, parts = OutputDir(ranking_path).ranked_parts()
+    run = manifest["run"]
+    field = run["dataset"]["field"]
+    columns = pl.read_parquet_schema(parts[0]) if parts else {}
+    if PROMPT_COLUMN not in columns or field == PROMPT_COLUMN and run["prompt"]["name"] == "none":
+        return None
+    frame = pl.read_parquet(parts, columns=list(dict.fromkeys([field, PROMPT_COLUMN])))
+    config = PromptConfig.from_dict(run["prompt"])
+    differ = 0
+    for value, prompt in zip(frame[field].to_list(), frame[PROMPT_COLUMN].to_list(), strict=True):
+        try:
+            scored = _as_messages(build_conversation(value, config)[0])
+        except ValueError:  # a row score skipped: not in the ranking's order anyway
+            continue
+        differ += _as_messages(prompt) != scored
+    if not differ:
+        return None
+    return (
+        f"{differ} of {frame.height} rows' '{PROMPT_COLUMN}' column (what the trainers read) differs "
+        f"from the conversation scored (--field {field}, --prompt-config {config.name}); score with "
+        "the rendering you train in, or drop the column so the exports carry the scored one"
+    )
+
+
 def scheduled_rows(schedule: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     """The schedule's examples with their rows: ``epoch``, ``position``, then ``rows``' columns."""
     keys = schedule.select("epoch", "position", "rank")

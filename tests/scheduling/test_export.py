@@ -121,3 +121,32 @@ def test_export_errors(ranking, tmp_path, monkeypatch, capsys):
     fails("--per-epoch", 10, "--batch-multiple", 4, needle="use 8 or 12")
     fails("--per-epoch", 8, "--export", "deepspeed", needle="unknown --export 'deepspeed'")
     fails("--per-epoch", 8, "--batch-multiple", 0, needle="at least 1")
+
+
+@pytest.mark.parametrize("prompt_config, warned", [("default", True), ("none", False)])
+def test_schedule_warns_when_the_trained_prompt_is_not_the_scored_one(
+    tiny_model_dir, tmp_path, monkeypatch, capsys, prompt_config, warned
+):
+    """verl's layout: the trainers read ``prompt``. Scored with the R1 prompt, the ranking
+    describes a system prompt and worked example the policy never sees; scored bare, it
+    describes what is trained."""
+    rows = [{"prompt": [{"role": "user", "content": f"Compute {i} + {i}."}], "n": i} for i in range(12)]
+    pl.DataFrame(rows).write_parquet(tmp_path / "verl.parquet")
+    out = tmp_path / "out"
+    args = ["--model", tiny_model_dir, "--data", tmp_path / "verl.parquet", "--out", out]
+    code, _, err = run_cli(monkeypatch, capsys, "score", *args, "--prompt-config", prompt_config)
+    assert code == 0, err
+    code, _, err = run_cli(
+        monkeypatch, capsys, "schedule", "--ranking", out, "--out", tmp_path / "s", "--per-epoch", "4",
+        "--export", "verl",
+    )  # fmt: skip
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    if warned:
+        assert warnings == [
+            "warning: 12 of 12 rows' 'prompt' column (what the trainers read) differs from the "
+            "conversation scored (--field prompt, --prompt-config default); score with the "
+            "rendering you train in, or drop the column so the exports carry the scored one"
+        ]
+    else:
+        assert warnings == []
