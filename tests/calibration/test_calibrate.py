@@ -247,3 +247,23 @@ def test_a_callers_own_rows_and_model(copy, calibrated):
     whole = calibrated[1].rollouts.filter(pl.col("row_index").is_in(rows)).sort("row_index")
     assert result.rollouts.sort("row_index")["completions"].equals(whole["completions"])
     assert result.fit.p_pass.shape == (40,)
+
+
+def test_the_report_opens_with_the_calibration(calibrated, tmp_path):
+    out, result, _ = calibrated
+    report = ac.report(out, out=tmp_path / "report")
+    assert report.figures[0].name == "calibration.png" and report.figures[0].stat().st_size > 10_000
+    page = report.html.read_text()
+    section = page.index('<section id="calibration">')
+    assert section < page.index('id="sec-score_distribution"')  # before every other figure
+    body = page[section : page.index("</section>", section)]
+    assert 'id="calibration"' in body and "held-out Spearman [95%]" in body
+    fit = result.summary["fit"]["quality"]["predictor"]
+    assert f"{fit['spearman']:.2f} [{fit['spearman_ci'][0]:.2f}, {fit['spearman_ci'][1]:.2f}]" in body
+    assert ("is not recommended" in body) == (not result.recommended)
+    assert "angle score alone" in body and "n_question alone" in body
+
+
+def test_a_report_without_calibration_has_no_section(ranking, tmp_path):
+    page = ac.report(ranking, out=tmp_path / "report").html.read_text()
+    assert 'id="calibration"' not in page
