@@ -16,6 +16,8 @@ the ground up:
     scoring/    a dataset in, a ranked copy out: the scoring pipeline, stage by stage,
                 and the run spec every later command rebuilds a run from
     evidence/   validate: does the signal track gradients for this model and data?
+    calibration/ calibrate: pass rates measured on a sample by rollouts, and predicted for
+                every row from the prefill features (p_pass, learnability)
     scheduling/ GAIN-RL epoch schedules and the trainer adapters
     reporting/  the HTML report of a ranking
     piloting/   short side-by-side GRPO trainings: does an order pay off here?
@@ -40,11 +42,13 @@ API = (
     "schedule_update",
     "read_ranking",
     "pilot",
+    "calibrate",
     "ScoreResult",
     "ValidateResult",
     "ScheduleResult",
     "UpdateResult",
     "ReportResult",
+    "CalibrateResult",
 )
 __all__ = ["UserError", "__version__", *API]
 

@@ -27,6 +27,7 @@ import polars as pl
 
 from anglecurate.base.errors import UserError
 from anglecurate.base.progress import RowProgress
+from anglecurate.calibration.run import CalibrateResult
 from anglecurate.reporting.write import ReportResult
 from anglecurate.scoring.result import ScoreResult
 
@@ -207,6 +208,32 @@ def validate(ranking: str | Path, *, progress: bool = False, **options) -> Valid
     with _progress(progress) as bar:
         report = run_validation(cfg, bar)
     return ValidateResult(Path(ranking), report)
+
+
+def calibrate(
+    ranking: str | Path,
+    *,
+    progress: bool = False,
+    log=None,
+    model=None,
+    rows: Sequence[int] | None = None,
+    **options,
+) -> CalibrateResult:
+    """Measure pass rates with rollouts on a sample of ``ranking`` (k completions per prompt,
+    in the rendering the rows were scored in), fit the learnability predictor, and add
+    ``p_pass`` and ``learnability`` to every ranked row (the order is kept; rank by them with
+    ``rank(ranking, by="p_pass")``). A rerun with the same settings resumes. ``options``: the
+    fields of :class:`anglecurate.calibration.settings.CalibrateConfig` (``sample``,
+    ``samples_per_prompt``, ``reward``, ``answer_field``, ``max_new_tokens``, ``temperature``,
+    ``seed``, ...). ``log``: a function given each line the command prints before and while
+    it runs (the cost); ``model``: a loaded causal LM to generate with instead of the one
+    that scored; ``rows``: input rows (``row_index``) to roll out instead of the sample."""
+    from anglecurate.calibration.run import calibrate as run_calibrate
+    from anglecurate.calibration.settings import CalibrateConfig
+
+    cfg = _config(CalibrateConfig, calibrate, ranking=str(ranking), **options)
+    with _progress(progress) as bar:
+        return run_calibrate(cfg, bar, log, model=model, rows=rows)
 
 
 def report(

@@ -65,6 +65,8 @@ def test_errors_raise_the_message_the_cli_prints(tiny_model_dir, tmp_path, monke
         (lambda p: ac.score("m", "d", p, unknown=1), {"devices", "engine", "num_workers", "ray_address",
                                                       "shard", "progress", "dtype", "w_intra", "model"}),
         (lambda p: ac.validate(p, unknown=1), {"progress", "sample", "target", "ranking"}),
+        (lambda p: ac.calibrate(p, unknown=1), {"progress", "log", "model", "rows", "sample",
+                                                "samples_per_prompt", "ranking"}),
         (lambda p: ac.schedule(p, p / "s", 8, unknown=1), {"epochs", "export", "overwrite", "sigma", "mu0"}),
         (lambda p: ac.pilot("m", "d", p, field="f", answer_field="a", unknown=1),
          {"arms", "progress", "seeds", "num_generations", "learning_rate", "field"}),

@@ -80,6 +80,14 @@ def test_every_folder_is_a_floor_and_the_top_is_small():
     assert len(loose - {"__main__"}) <= MAX_LOOSE, f"too many loose modules: {sorted(loose)}"
 
 
+def test_calibration_sits_on_what_it_uses_and_under_the_pilot():
+    # calibrate rolls out through generation, on a ranking scoring wrote, beside validate; the
+    # pilot's calibrated and pass-rate arms call it, so it must sit below them.
+    order = floors()
+    assert order.index("evidence") < order.index("calibration") < order.index("scheduling")
+    assert order.index("calibration") < order.index("piloting")
+
+
 def test_generation_sits_between_the_model_and_its_users():
     # Evaluation and rollouts generate with a model and grade with a reward; scoring and the
     # pilot above them use it.
@@ -103,7 +111,16 @@ def test_the_floor_check_catches_an_upward_import(tmp_path):
     assert upward_imports(files, floors()) == ["anglecurate.data.bad imports anglecurate.scoring.store"]
 
 
-ABOVE_GENERATION = ("scoring", "evidence", "scheduling", "reporting", "piloting", "scale", "cli")
+ABOVE_GENERATION = (
+    "scoring",
+    "evidence",
+    "calibration",
+    "scheduling",
+    "reporting",
+    "piloting",
+    "scale",
+    "cli",
+)
 
 
 @pytest.mark.parametrize(
@@ -112,13 +129,27 @@ ABOVE_GENERATION = ("scoring", "evidence", "scheduling", "reporting", "piloting"
         ("data", {"generation", *ABOVE_GENERATION}),
         ("model", {"generation", *ABOVE_GENERATION}),
         # generation serves evaluation and rollouts; it knows models and rewards, not rankings
-        ("generation", {"scoring", "evidence", "scheduling", "reporting", "piloting", "scale", "cli"}),
-        ("scoring", {"evidence", "scheduling", "reporting", "piloting", "scale", "cli"}),
+        (
+            "generation",
+            {"scoring", "evidence", "calibration", "scheduling", "reporting", "piloting", "scale", "cli"},
+        ),
+        ("scoring", {"evidence", "calibration", "scheduling", "reporting", "piloting", "scale", "cli"}),
+        # calibrate rolls out and fits on a ranking; schedules, reports and pilots read what it wrote
+        ("calibration", {"scheduling", "reporting", "piloting", "scale", "cli"}),
         *[
             (
                 f,
-                {"data", "model", "generation", "scoring", "evidence", "scheduling", "reporting", "piloting"}
-                | {"scale", "cli"},
+                {
+                    "data",
+                    "model",
+                    "generation",
+                    "scoring",
+                    "evidence",
+                    "calibration",
+                    "scheduling",
+                    "reporting",
+                }
+                | {"piloting", "scale", "cli"},
             )
             for f in ("base", "storage", "sources", "stats", "rewards")
         ],

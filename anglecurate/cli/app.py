@@ -55,6 +55,12 @@ class Metric(StrEnum):
     gainrl_reference = "gainrl-reference"
 
 
+class GenerationEngine(StrEnum):
+    auto = "auto"
+    hf = "hf"
+    vllm = "vllm"
+
+
 class NanPolicy(StrEnum):
     last = "last"
     drop = "drop"
@@ -326,6 +332,75 @@ def validate(
     elif show:
         print_validation(Console(), result.report)
         print(f"wrote {result.json_path} and {result.parquet_path}", file=sys.stderr)
+
+
+@app.command()
+def calibrate(
+    ranking: Path = typer.Option(..., help="Output folder of `anglecurate score`."),
+    sample: int = typer.Option(256, help="Prompts rolled out, one per stratum of the ranking's order."),
+    samples_per_prompt: int = typer.Option(8, help="Completions per prompt (k, a GRPO group); 2 or more."),
+    reward: str = typer.Option(
+        "number",
+        help="number (the last number matches), boxed (\\boxed{} matches), or module:function "
+        "(TRL's signature).",
+    ),
+    answer_field: str = typer.Option("answer", help="Reference answer column (a struct field dotted)."),
+    max_new_tokens: int = typer.Option(256, help="Longest completion in tokens."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature: the training one (above 0)."),
+    seed: int = typer.Option(0, help="Seed of the sample, the sampling, the folds and the bootstrap."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    dtype: DType = typer.Option(DType.auto, help="Compute dtype; auto = the checkpoint's."),
+    engine: GenerationEngine = typer.Option(
+        GenerationEngine.auto,
+        help="Generation: hf, vllm, or auto (vLLM where installed with a GPU, else hf).",
+    ),
+    max_batch_tokens: int = typer.Option(
+        None, help="HF generate's batch budget, sequences x (prompt + new tokens); default 32768."
+    ),
+    chat_template: str = typer.Option(
+        None, help="The chat template the ranking was scored with (default: the one it recorded)."
+    ),
+    embed: bool = typer.Option(
+        False, "--embed", help="Also fit on the pooled hidden state `score --embed` stored."
+    ),
+    folds: int = typer.Option(5, help="Held-out folds of the predictor's quality."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples per interval."),
+    overwrite: bool = typer.Option(False, help="Replace a calibration with other settings in RANKING."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No cost line, progress bar or summary."),
+    json_out: bool = typer.Option(False, "--json", help="Print calibrate.json on stdout."),
+) -> None:
+    """Measure pass rates with k rollouts on a sample, predict them for every row (p_pass)."""
+    from anglecurate import api
+    from anglecurate.cli.display import calibration_lines
+
+    show = not quiet and not json_out
+    with _interruptible("finished prompts are kept; rerun the same command to resume"):
+        result = api.calibrate(
+            ranking,
+            progress=show,
+            log=(lambda line: print(line, file=sys.stderr)) if show else None,
+            sample=sample,
+            samples_per_prompt=samples_per_prompt,
+            reward=reward,
+            answer_field=answer_field,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+            device=device,
+            dtype=dtype.value,
+            engine=engine.value,
+            max_batch_tokens=max_batch_tokens,
+            chat_template=chat_template,
+            embed=embed,
+            folds=folds,
+            bootstrap=bootstrap,
+            overwrite=overwrite,
+        )
+    if json_out:
+        print(json.dumps(result.summary, default=str))
+    elif show:
+        for line in calibration_lines(result.summary):
+            print(line, file=sys.stderr)
 
 
 @app.command()

@@ -184,3 +184,43 @@ def print_validation(console: Console, report: dict) -> None:
 
 def _interval(r: dict) -> str:
     return f"{_four_places(r['rho'])} [{_four_places(r['ci_low'])}, {_four_places(r['ci_high'])}]"
+
+
+def calibration_lines(summary: dict) -> list[str]:
+    """What `calibrate` says when it is done (calibrate.json in): what was measured, the
+    predictor's held-out quality against the baselines, whether it is recommended, the
+    cost, and, last, how to rank by it."""
+    m, fit = summary["measured"], summary["fit"]
+    root = summary["ranking"]
+    lines = [
+        f"measured {m['rows']:,} prompts x {summary['options']['samples_per_prompt']}: mean pass rate "
+        f"{m['mean_pass_rate']:.3f}; {m['zero_variance_groups']:,} groups with no reward variance "
+        f"({m['all_failed']:,} all failed, {m['all_passed']:,} all passed)"
+    ]
+
+    def interval(q: dict, name: str) -> str:
+        value, (lo, hi) = q[name], q[f"{name}_ci"]
+        show = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
+        return f"{show(value)} [{show(lo)}, {show(hi)}]"
+
+    for name, q in fit["quality"].items():
+        lines.append(
+            f"  {name:<12} held-out Spearman {interval(q, 'spearman')}, AUROC (has variance) "
+            f"{interval(q, 'auroc_variance')}".replace("+0.", "0.").replace("[+", "[")
+        )
+    if fit["recommended"]:
+        lines.append(f"the predictor is recommended: its held-out Spearman is above {fit['reference']}'s")
+    else:
+        lines.append(f"the predictor is not recommended: {fit['reason']}; p_pass is written all the same")
+    from anglecurate.calibration.cost import summary_line
+
+    lines.append(summary_line(summary["cost"]["recorded"]))
+    lines.append(
+        f"wrote {root}/calibrate.json and calibrate.parquet; p_pass and learnability added to every "
+        "ranked row (the order is unchanged)"
+    )
+    lines.append(
+        f"next: anglecurate rank {root} --by p_pass (easiest first), or --by learnability "
+        "(most reward variance first)"
+    )
+    return lines

@@ -6,4 +6,6 @@ formats   one file at a time: format, content hash, JSONL lines, JSON arrays, Ar
 dataset   the files as one Dataset of rows, in fixed chunks across shard boundaries
 shard     pure: which rows a process reads when several share a run (a stable hash of
           the uid mod N)
+columns   columns named by an option (struct fields dotted), or the first usual name
+          present: the reference answers validate and calibrate reward against
 """

@@ -26,6 +26,7 @@ import torch
 
 from anglecurate.base.errors import UserError
 from anglecurate.base.progress import RowProgress
+from anglecurate.data.columns import answer_column, column_expr, pick_column
 from anglecurate.evidence import analysis
 from anglecurate.rewards.registry import resolve_reward
 from anglecurate.scoring.ranking import RankChoice, floats
@@ -34,7 +35,6 @@ from anglecurate.stats.sampling import split_halves, stratified_sample
 from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
 from anglecurate.storage.lock import exclusive_writer
 
-ANSWER_FIELDS = ("answer", "solution", "reward_model.ground_truth", "extra_info.answer")
 DIFFICULTY_FIELDS = ("difficulty", "level")
 TARGETS = {
     "grad_norm": "whole-model gradient norm of the reference answer's LM loss",
@@ -91,13 +91,8 @@ def _run_validation(cfg: ValidateConfig, out: OutputDir, progress: RowProgress) 
     run = manifest["run"]
     lazy = pl.scan_parquet(parts)
     columns = lazy.collect_schema().names()
-    answer_field = _pick(cfg.answer_field, ANSWER_FIELDS, columns, "--answer-field")
-    if answer_field is None:
-        raise UserError(
-            f"{out.root} has no reference answers (looked for {', '.join(ANSWER_FIELDS)}); pass "
-            "--answer-field COLUMN (a struct field as reward_model.ground_truth)"
-        )
-    difficulty_field = _pick(cfg.difficulty_field, DIFFICULTY_FIELDS, columns, "--difficulty-field")
+    answer_field = answer_column(cfg.answer_field, columns, str(out.root))
+    difficulty_field = pick_column(cfg.difficulty_field, DIFFICULTY_FIELDS, columns, "--difficulty-field")
     n_rows = lazy.select(pl.len()).collect().item()
     positions = stratified_sample(n_rows, cfg.sample, cfg.seed)
     if cfg.sample > n_rows:
@@ -109,7 +104,7 @@ def _run_validation(cfg: ValidateConfig, out: OutputDir, progress: RowProgress) 
     rows = lazy.filter(pl.col("rank").is_in(positions.tolist())).collect().sort("rank")
     if rows.height < 8:
         raise UserError(f"{out.root} has {rows.height} ranked rows; validate needs at least 8")
-    rows = rows.with_columns(_column(answer_field).cast(pl.String).alias("_answer"))
+    rows = rows.with_columns(column_expr(answer_field).cast(pl.String).alias("_answer"))
     choose = split_halves(rows["rank"].to_numpy(), cfg.seed)
 
     measured = _measure(cfg, out, run, rows, progress)
@@ -145,38 +140,16 @@ def _answer_target(measured: list[dict]) -> str:
     return "; ".join(fallbacks)
 
 
-def _pick(given: str | None, candidates: tuple[str, ...], columns: list[str], option: str) -> str | None:
-    """The column named by ``option``, or the first candidate present (struct fields dotted)."""
-    if given is not None:
-        if given.split(".")[0] not in columns:
-            raise UserError(
-                f"{option} {given!r} is not a column of the ranking; columns: {', '.join(columns)}"
-            )
-        return given
-    return next((c for c in candidates if c.split(".")[0] in columns), None)
-
-
-def _column(name: str) -> pl.Expr:
-    head, *rest = name.split(".")
-    expr = pl.col(head)
-    for field in rest:
-        expr = expr.struct.field(field)
-    return expr
-
-
 def _measure(cfg: ValidateConfig, out: OutputDir, run: dict, rows: pl.DataFrame, progress) -> list[dict]:
     """One backward pass per sampled row (two with the RL target), resumable."""
     from anglecurate.evidence import gradients
-    from anglecurate.model.load import resolve_device, resolve_dtype
     from anglecurate.scoring.segments import SkipReason, truncate
     from anglecurate.scoring.spec import RunSpec
 
     spec = RunSpec.from_run(run, out.root, cfg.chat_template)
     segmenter = spec.segmenter()
-    device = resolve_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, spec.config, device)
-    model = spec.load_model(dtype, device, causal_lm=True)
-    lm = model.base
+    model = spec.load_on(cfg.device, cfg.dtype, causal_lm=True)
+    lm, device = model.base, model.device
     probe = torch.tensor([[0, 1]], device=device)
     projections = gradients.mlp_input_projections(model.mlps, lambda: lm(input_ids=probe, use_cache=False))
     reward = resolve_reward(cfg.reward) if cfg.rl_samples else None
@@ -267,7 +240,7 @@ def _difficulty(rows: pl.DataFrame, field: str | None) -> list[float | None]:
     if field is None:
         return [None] * rows.height
     values = []
-    for v in rows.select(_column(field))[:, 0].to_list():
+    for v in rows.select(column_expr(field))[:, 0].to_list():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             values.append(float(v))
         else:

@@ -14,11 +14,20 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from anglecurate.reporting.calibration_section import calibration_html
 from anglecurate.reporting.pilot_section import pilot_html
 
 ENDS = 10  # top and bottom prompts shown
 EXCERPT = 300  # characters of prompt text shown
 CAPTIONS = {
+    "calibration": (
+        "Calibration: measured pass rate along the angle and calibrated orders",
+        "Left: the mean measured pass rate of the rolled-out rows, binned by their position in each "
+        "order; right: the share of their GRPO groups whose completions all earned the same reward (no "
+        "gradient). The angle order is the score, highest first; the calibrated order is p_pass, highest "
+        "(easiest) first, each row placed by its held-out prediction. An order whose first positions sit "
+        "at a pass rate of 0 (or 1) starts training where nothing can be learned.",
+    ),
     "score_distribution": (
         "Score distribution",
         "Histogram of every finite score; dashed lines mark the 10th and 90th percentiles (the bottom "
@@ -198,9 +207,21 @@ def _validate_html(val: dict) -> str:
 
 
 def render(
-    manifest, info, rows, score, drawn, captions, validate, top, bottom, ranking: Path, pilot=None
+    manifest,
+    info,
+    rows,
+    score,
+    drawn,
+    captions,
+    validate,
+    top,
+    bottom,
+    ranking: Path,
+    pilot=None,
+    calibration=None,
 ) -> str:
-    """The whole page: ``drawn`` figures (titles and captions from ``captions``, by file stem) in
+    """The whole page: the calibration section first when ``calibration`` (calibrate.json) is
+    given, then ``drawn`` figures (titles and captions from ``captions``, by file stem) in
     their order, the validation section when ``validate`` (validate.json) is given, the pilot
     section last when ``pilot`` (pilot.json) is."""
     run, rk, counts = manifest.get("run", {}), manifest.get("ranking", {}), manifest.get("counts", {})
@@ -230,8 +251,9 @@ def render(
             ),
         ]
     )
-    own = [p for p in drawn if not p.stem.startswith("validate_") and p.stem != "pilot"]
-    links = [(f"sec-{p.stem}", captions[p.stem][0]) for p in own]
+    own = [p for p in drawn if not p.stem.startswith("validate_") and p.stem not in ("pilot", "calibration")]
+    links = [("calibration", "Calibration")] if calibration is not None else []
+    links += [(f"sec-{p.stem}", captions[p.stem][0]) for p in own]
     links += [("prompts", "Top and bottom prompts")] + ([("validate", "Validation")] if validate else [])
     links += [("pilot", "Pilot")] if pilot is not None else []
     nav = " \u00b7 ".join(f'<a href="#{html.escape(a)}">{html.escape(t)}</a>' for a, t in links)
@@ -249,6 +271,7 @@ def render(
         f'<p class="sub">{html.escape(str(ranking))} \u00b7 report written {written}</p>',
         summary,
         f"<nav>{nav}</nav>",
+        *([calibration_html(calibration, figs.get("calibration"))] if calibration is not None else []),
         *(figs[p.stem] for p in own),
         ends,
     ]

@@ -27,6 +27,8 @@ import polars as pl
 
 from anglecurate.base.errors import UserError
 from anglecurate.reporting import figures as fig
+from anglecurate.reporting.calibration_section import PNG as CALIBRATION_PNG
+from anglecurate.reporting.calibration_section import draw_calibration, read_calibration
 from anglecurate.reporting.page import CAPTIONS, ENDS, primary_target, render
 from anglecurate.reporting.pilot_section import copy_figure, find_pilot, read_pilot
 from anglecurate.reporting.summaries import MAX_CATEGORIES, floats, is_categorical, layer_stats
@@ -85,6 +87,7 @@ def _write_report(ranking: Path, target: Path, by, sample: int | None, pilot) ->
     _check_target(target, ranking)
     validate = _read_validate(ranking)
     pilot_folder = find_pilot(ranking, pilot)
+    calibration = read_calibration(ranking)
     fig.pyplot()  # a missing matplotlib fails before any work
 
     controlled = (
@@ -106,6 +109,8 @@ def _write_report(ranking: Path, target: Path, by, sample: int | None, pilot) ->
         os.chmod(tmp, 0o755)
         info = _score_info(manifest)
         drawn, captions = _draw(tmp, manifest, parts, schema, data, key_column, categorical, cap, info)
+        if calibration is not None:  # first: what to look at before training on an order
+            drawn.insert(0, draw_calibration(tmp / CALIBRATION_PNG, *calibration))
         if validate is not None:
             drawn += _validate_figures(ranking, tmp, validate, info)
         name = primary_target(validate)
@@ -119,8 +124,20 @@ def _write_report(ranking: Path, target: Path, by, sample: int | None, pilot) ->
             drawn += [png] if png else []
             captions["pilot"] = (CAPTIONS["pilot"][0], CAPTIONS["pilot"][1])
             shown = read_pilot(pilot_folder)
+        summary = calibration[0] if calibration is not None else None
         page = render(
-            manifest, info, data.height, score, drawn, captions, validate, top, bottom, ranking, shown
+            manifest,
+            info,
+            data.height,
+            score,
+            drawn,
+            captions,
+            validate,
+            top,
+            bottom,
+            ranking,
+            shown,
+            summary,
         )
         (tmp / "report.html").write_text(page, encoding="utf-8")
         _swap(tmp, target)

@@ -201,6 +201,16 @@ class RunSpec:
             causal_lm=causal_lm,
         )
 
+    def load_on(self, device: str = "auto", dtype: str = "auto", causal_lm: bool = False) -> LoadedModel:
+        """The model on ``device`` in ``dtype`` as the command line names them (``auto``: a
+        CUDA device when there is one; the checkpoint's dtype, fp32 for fp16 on CPU). How the
+        commands that need a finished run's model again (validate's backward passes,
+        calibrate's rollouts) load it; the device and dtype it got are the result's."""
+        from anglecurate.model.load import resolve_device, resolve_dtype
+
+        target = resolve_device(device)
+        return self.load_model(resolve_dtype(dtype, self.config, target), target, causal_lm=causal_lm)
+
 
 def preflight(model: str, revision: str | None, chat_template: str | None) -> ModelSource:
     """The model source, and the checks that need no loading: the template file reads, and a

@@ -65,6 +65,8 @@ SCORED = "scored"
 SKIPPED = "skipped.parquet"
 UNDEFINED = "undefined.parquet"
 COMMIT = "COMMIT"
+# What later commands write beside a ranking, describing it: gone with a rescore (--overwrite).
+DERIVED_FILES = ("validate.json", "validate.parquet", "calibrate.json", "calibrate.parquet")
 
 
 class MergeInProgress(UserError):
@@ -190,10 +192,10 @@ class OutputDir:
     # -- writing ---------------------------------------------------------------------------
     def clear(self) -> None:
         """Remove every file this tool writes (for --overwrite); leave anything else."""
-        # validate's and report's outputs describe the old run, so they go with it.
-        for name in ("ranked", ".anglecurate", ".anglecurate-validate", "report"):
+        # validate's, calibrate's and report's outputs describe the old run, so they go with it.
+        for name in ("ranked", ".anglecurate", ".anglecurate-validate", ".anglecurate-calibrate", "report"):
             shutil.rmtree(self.root / name, ignore_errors=True)
-        for name in ("manifest.json", SKIPPED, UNDEFINED, EMBEDDINGS, "validate.json", "validate.parquet"):
+        for name in ("manifest.json", SKIPPED, UNDEFINED, EMBEDDINGS, *DERIVED_FILES):
             (self.root / name).unlink(missing_ok=True)
 
     def start(self, run: dict, tag: str = "") -> None:
