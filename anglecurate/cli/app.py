@@ -580,7 +580,11 @@ def pilot(
         "paper's R1 prompt) or a TOML file. Default: none, or --ranking's own.",
     ),
     arms: str = typer.Option(
-        "uniform,gainrl,length", help="Arms, comma-separated: uniform, gainrl, gainrl-open, length, reverse."
+        "uniform,gainrl,length",
+        help="Arms, comma-separated: uniform, gainrl, gainrl-open, length, reverse, calibrated, pass-rate.",
+    ),
+    calibrate_sample: int = typer.Option(
+        256, help="Rows the calibrated arm rolls out (stratified over the angle order) to fit its order."
     ),
     seeds: int = typer.Option(3, help="Seeds per arm."),
     seed_base: int = typer.Option(0, help="First seed; runs use seed-base .. seed-base + seeds - 1."),
@@ -630,6 +634,7 @@ def pilot(
             data_config=config,
             ranking=str(ranking) if ranking else None,
             prompt_config=prompt_config,
+            calibrate_sample=calibrate_sample,
             seeds=seeds,
             seed_base=seed_base,
             steps=steps,

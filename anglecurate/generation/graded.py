@@ -30,6 +30,16 @@ def _number(value) -> float:
     return 0.0 if value is None or math.isnan(float(value)) else float(value)
 
 
+def groups_with_variance(values, k: int) -> list[bool]:
+    """For each consecutive group of ``k`` raw rewards (TRL's layout: the k completions of
+    one prompt in a row), whether they are not all equal, ``None`` and NaN counting 0. A
+    group without variance has every advantage 0: GRPO learns nothing from it."""
+    numbers = [_number(v) for v in values]
+    if k < 1 or len(numbers) % k:
+        raise ValueError(f"{len(numbers)} rewards do not make groups of {k}")
+    return [max(numbers[i : i + k]) > min(numbers[i : i + k]) for i in range(0, len(numbers), k)]
+
+
 def _clip(value: float) -> float:
     return min(max(value, 0.0), 1.0)
 
@@ -81,5 +91,5 @@ def grade(result: GenerationResult, reward, answers: list, **columns: list) -> G
         raw=raw,
         rewards=rewards,
         pass_rate=[sum(row) / k for row in rewards],
-        has_variance=[max(row) > min(row) for row in raw],
+        has_variance=groups_with_variance(values, k),
     )

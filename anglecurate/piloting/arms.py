@@ -8,6 +8,14 @@
     length        shortest question first (in tokens), walked by the same closed loop: the
                   confound an angle order must beat (the score tracks length)
     reverse       the angle ranking upside down, same closed loop
+    calibrated    the predicted pass rate (``p_pass``) of a calibration on a sample of the
+                  training rows, easiest first, same closed loop
+    pass-rate     the pass rate measured by rollouts on every training row (the offline
+                  difficulty AdaRFT and POLARIS use), easiest first, same closed loop
+
+The last two pay for their order in generated tokens before training
+(:mod:`anglecurate.piloting.measured`); :attr:`Order.tokens` and :attr:`Order.seconds` carry
+that cost into the run's curve, so it is counted against the arm.
 
 Every ordered arm uses the authors' sampler defaults scaled to the training rows
 (:meth:`anglecurate.scheduling.sampler.SamplerParams.for_size`) and the same epoch size.
@@ -27,11 +35,15 @@ from anglecurate.scheduling.sampler import SamplerParams
 
 @dataclass(frozen=True)
 class Order:
-    """An ordered arm's walk: uids in rank order (rank 0 first), closed or open loop."""
+    """An ordered arm's walk: uids in rank order (rank 0 first), closed or open loop; what
+    measuring the order generated (``tokens``) and took (``seconds``): 0 for orders read off
+    the prefill or the text."""
 
     uids: list[str]
     closed_loop: bool
     rank_layer: int | None
+    tokens: int = 0
+    seconds: float = 0.0
 
 
 def length_order(train: pl.DataFrame, field: str, tokenizer) -> list[str]:
@@ -40,6 +52,13 @@ def length_order(train: pl.DataFrame, field: str, tokenizer) -> list[str]:
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
     return [train["uid"][i] for i in order]
+
+
+def easiest_first(train_uids: list[str], pass_rate: dict[str, float]) -> list[str]:
+    """The training uids that have a pass rate, highest (easiest) first; ties keep the
+    training rows' order. (A row scoring skipped has none; the window walks the others, as
+    over the angle ranking.)"""
+    return sorted((u for u in train_uids if u in pass_rate), key=lambda u: -pass_rate[u])
 
 
 def ranking_order(ranking, train: pl.DataFrame) -> list[str]:

@@ -6,8 +6,11 @@ Pure functions of the curves (``pilot.parquet``): a run's cost is its last row's
 evaluations), and ``seconds`` (training wall time) plus ``eval_seconds`` (evaluation wall
 time). The unit a user budgets in is one training run: the uniform arm's mean run cost over
 its seeds. A 3-arm, 3-seed pilot comes to about 9 of them; ordered arms differ by what
-their prompts make the policy generate and by the angle meter's cost. Scoring the ranking,
-loading the model and writing checkpoints are not counted.
+their prompts make the policy generate and by the angle meter's cost. An arm whose order
+is measured by rollouts (``calibrated``, ``pass-rate``) also pays for them: ``order_tokens``
+and ``order_seconds``, once per arm in the totals (one calibration served its seeds), and in
+full in each of its runs' own cost (one training needs one calibration). Scoring the
+ranking, loading the model and writing checkpoints are not counted.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ COST_KEYS = (
     "generated_tokens",
     "train_tokens",
     "eval_tokens",
+    "order_tokens",
     "wall_seconds",
     "train_seconds",
     "eval_seconds",
+    "order_seconds",
 )
+ORDER_KEYS = ("order_tokens", "order_seconds")  # paid once per arm, whatever its seeds
 
 
 def run_costs(curves: pl.DataFrame) -> pl.DataFrame:
@@ -43,21 +49,29 @@ def run_costs(curves: pl.DataFrame) -> pl.DataFrame:
             pl.col("eval_tokens").fill_null(0).alias("eval_tokens"),
             pl.col("seconds").fill_null(0.0).alias("train_seconds"),
             pl.col("eval_seconds").fill_null(0.0).alias("eval_seconds"),
+            *(pl.col(k).fill_null(0).alias(k) for k in ORDER_KEYS if k in curves.columns),
         )
     )
+    last = last.with_columns(pl.lit(0).alias(k) for k in ORDER_KEYS if k not in last.columns)
     order = curves.select("arm", "seed").unique(maintain_order=True)
     return order.join(last, on=["arm", "seed"], how="left").with_columns(
-        (pl.col("train_tokens") + pl.col("eval_tokens")).alias("generated_tokens"),
-        (pl.col("train_seconds") + pl.col("eval_seconds")).alias("wall_seconds"),
+        (pl.col("train_tokens") + pl.col("eval_tokens") + pl.col("order_tokens")).alias("generated_tokens"),
+        (pl.col("train_seconds") + pl.col("eval_seconds") + pl.col("order_seconds")).alias("wall_seconds"),
     )
+
+
+def _rounded(key: str, value: float) -> int | float:
+    return int(round(value)) if key.endswith("tokens") else round(float(value), 1)
 
 
 def _totals(frame: pl.DataFrame) -> dict:
-    out: dict = {"runs": frame.height}
-    for key in COST_KEYS:
-        total = frame[key].sum()
-        out[key] = int(total) if key.endswith("tokens") else round(float(total), 1)
-    return out
+    """Sums over ``frame``'s runs, each arm's order cost counted once (its seeds share it)."""
+    sums = {key: float(frame[key].sum()) for key in COST_KEYS}
+    for key, total in (("order_tokens", "generated_tokens"), ("order_seconds", "wall_seconds")):
+        once = float(frame.group_by("arm").agg(pl.col(key).max())[key].sum())
+        sums[total] -= sums[key] - once  # every run carried it; the arm paid it once
+        sums[key] = once
+    return {"runs": frame.height, **{key: _rounded(key, value) for key, value in sums.items()}}
 
 
 def _in_runs(entry: dict, unit: dict | None) -> dict | None:
@@ -79,7 +93,7 @@ def pilot_cost(curves: pl.DataFrame) -> dict:
     unit = None
     if base.height:
         unit = {key: base[key].mean() for key in COST_KEYS}
-        unit = {k: int(round(v)) if k.endswith("tokens") else round(float(v), 1) for k, v in unit.items()}
+        unit = {k: _rounded(k, v) for k, v in unit.items()}
     cost = _totals(runs)
     cost["in_uniform_runs"] = _in_runs(cost, unit)
     cost["uniform_run"] = unit

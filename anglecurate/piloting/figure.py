@@ -1,5 +1,8 @@
 """``pilot.png``: held-out accuracy against optimizer steps and against generated tokens,
-the mean over seeds per arm with a band from the lowest to the highest seed.
+the mean over seeds per arm with a band from the lowest to the highest seed; under them,
+when the curves record it, the share of GRPO groups whose rewards did not vary (no gradient)
+and the mean training reward, per evaluation interval, against steps: what decides whether
+an order helps GRPO.
 
 Read at a glance: steps tick whole numbers, the accuracy axis never leaves [0, 1], and
 arms whose mean curves coincide (a tiny pilot often learns nothing in every arm) stay
@@ -13,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from anglecurate.piloting.summary import mean_curve
+from anglecurate.piloting.summary import budget, mean_curve
 from anglecurate.reporting.plotting import PAGE_WIDTH, finish, integer_ticks, pyplot, styled
 from anglecurate.storage.atomic import atomic_write
 
@@ -23,8 +26,20 @@ COLORS = {
     "gainrl-open": "#66bd63",
     "length": "#c2410c",
     "reverse": "#5e3c99",
+    "calibrated": "#2166ac",
+    "pass-rate": "#b2182b",
 }
-MARKERS = {"uniform": "o", "gainrl": "s", "gainrl-open": "^", "length": "D", "reverse": "v"}
+MARKERS = {
+    "uniform": "o",
+    "gainrl": "s",
+    "gainrl-open": "^",
+    "length": "D",
+    "reverse": "v",
+    "calibrated": "P",
+    "pass-rate": "X",
+}
+# The training panels: a curve column per evaluation interval (null at step 0), its label.
+TRAINING = (("zero_variance", "groups with zero reward variance"), ("train_reward", "mean training reward"))
 PANELS = (("step", "optimizer steps"), ("tokens", "generated tokens"))
 MIN_SPAN = 0.1  # the accuracy axis shows at least this much, so a flat curve is not magnified
 
@@ -38,11 +53,15 @@ def coincide(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray])
     return bool(np.allclose(np.interp(grid, ax, ay), np.interp(grid, bx, by), atol=1e-9))
 
 
-def _curves(frame: pl.DataFrame, arm: str, unit: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    rows = frame.filter(pl.col("arm") == arm).sort("step")
+def _curves(
+    frame: pl.DataFrame, arm: str, unit: str, column: str = "accuracy"
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each seed's (x, ``column``) of ``arm``, the rows where ``column`` is null left out."""
+    rows = frame.filter(pl.col("arm") == arm, pl.col(column).is_not_null()).sort("step")
     return [
-        (g[unit].to_numpy().astype(float), g["accuracy"].to_numpy().astype(float))
+        (budget(g, unit).to_numpy().astype(float), g[column].to_numpy().astype(float))
         for _, g in rows.group_by("seed", maintain_order=True)
+        if g[column].drop_nulls().len()
     ]
 
 
@@ -61,7 +80,12 @@ def accuracy_limits(lo: float, hi: float) -> tuple[float, float]:
 def pilot_figure(frame: pl.DataFrame, title: str):
     """The two panels from ``pilot.parquet``'s rows, as a matplotlib figure."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 4.6), sharey=True)
+    training = [(c, label) for c, label in TRAINING if c in frame.columns and frame[c].drop_nulls().len()]
+    rows = 2 if training else 1
+    fig, grid = plt.subplots(rows, 2, figsize=(PAGE_WIDTH, 4.6 * rows), squeeze=False)
+    axes = grid[0]
+    axes[1].sharey(axes[0])
+    axes[1].tick_params(labelleft=False)
     arms = list(dict.fromkeys(frame["arm"].to_list()))
     lo, hi, notes = 1.0, 0.0, []
     for ax, (unit, label) in zip(axes, PANELS, strict=True):
@@ -95,9 +119,31 @@ def pilot_figure(frame: pl.DataFrame, title: str):
         integer_ticks(ax.xaxis, nbins=6)  # room for "12,000" at 10 pt
     axes[0].set_ylim(*accuracy_limits(lo, hi))
     axes[0].set_ylabel("held-out accuracy")
+    for ax, (column, label) in zip(grid[1] if training else (), training, strict=False):
+        _training_panel(ax, frame, arms, column, label)
+    if training and len(training) < 2:
+        grid[1][1].set_visible(False)
     fig.suptitle(title, fontsize=11.5)
     finish(fig, *axes[0].get_legend_handles_labels(), ncol=len(arms), notes=_same_notes(notes))
     return fig
+
+
+def _training_panel(ax, frame: pl.DataFrame, arms: list[str], column: str, label: str) -> None:
+    """One training signal per evaluation interval (a share in [0, 1]) against steps, the
+    mean over seeds per arm."""
+    for k, arm in enumerate(arms):
+        curves = _curves(frame, arm, "step", column)
+        if not curves:
+            continue
+        x, y = mean_curve(curves)
+        marker = MARKERS.get(arm, "o") if len(x) <= 40 else None
+        ax.plot(x, y, color=COLORS.get(arm, f"C{k}"), lw=1.6, marker=marker, ms=5, mfc="white", mew=1.2,
+                clip_on=False, zorder=3 + k)  # fmt: skip
+    if column == "zero_variance":  # a share; a custom reward's mean may leave [0, 1]
+        ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("optimizer steps")
+    ax.set_ylabel(f"{label}\n(since the previous evaluation)")
+    integer_ticks(ax.xaxis, nbins=6)
 
 
 def _same_notes(same: list[tuple[str, str]]) -> list[str]:

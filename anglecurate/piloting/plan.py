@@ -6,6 +6,8 @@ A pilot folder ``P`` holds::
     P/data/train.parquet  the training rows: uid, the prompt field, the answer field, ...
     P/data/eval.parquet   the held-out rows, never trained on
     P/ranking/            the angle ranking of the training rows (unless --ranking was given)
+    P/calibration/ARM/    the calibrated and pass-rate arms' rollouts: a calibrated copy of
+                          the ranking each (anglecurate.piloting.measured)
     P/runs/ARM-seedS/     one folder per (arm, seed): curve.parquet, checkpoints, done.json
     P/pilot.parquet, P/pilot.json, P/pilot.png   the results (docs/pilot.md)
 
@@ -30,7 +32,7 @@ from anglecurate.base.errors import UserError
 from anglecurate.sources.builtin import builtin_id_field
 from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
 
-ARMS = ("uniform", "gainrl", "gainrl-open", "length", "reverse")
+ARMS = ("uniform", "gainrl", "gainrl-open", "length", "reverse", "calibrated", "pass-rate")
 DEFAULT_ARMS = ("uniform", "gainrl", "length")
 CONFIG_FILE = "config.json"
 SPLIT_SEED = 1234  # the held-out split does not move with --seed-base
@@ -39,6 +41,7 @@ SPLIT_SEED = 1234  # the held-out split does not move with --seed-base
 # 2048 on CPU, the default SmolLM2 pilot peaks at 6.53 GiB resident (docs/pilot.md), most of
 # it the model's optimizer state and the generation batch; a GPU holds more and wants more.
 DEFAULT_TRAIN_TOKENS = {"cpu": 2048, "cuda": 16384}
+MIN_CALIBRATE_SAMPLE = 10  # two rows for each of calibrate's 5 held-out folds
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class PilotConfig:
     # The rendering every row is scored, trained and evaluated in (`score --prompt-config`).
     # None: the bare question as one user turn, or a given --ranking's own rendering.
     prompt_config: str | None = None
+    calibrate_sample: int = 256  # the calibrated arm's rollout sample (DOTS's reference set size)
     grpo: GRPOOptions = field(default_factory=GRPOOptions)
 
     def __post_init__(self) -> None:
@@ -101,6 +105,11 @@ class PilotConfig:
         for name in ("seeds", "steps", "eval_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if "calibrated" in self.arms and self.calibrate_sample < MIN_CALIBRATE_SAMPLE:
+            raise UserError(
+                f"--calibrate-sample {self.calibrate_sample}: the predictor's held-out folds need at "
+                f"least {MIN_CALIBRATE_SAMPLE} rows (256 is the default)"
+            )
         if self.max_train_tokens is not None and self.max_train_tokens < 1:
             raise UserError("--max-train-tokens must be at least 1")
         if self.eval_data is None and self.eval_rows < 1:
@@ -163,6 +172,9 @@ def train_micro_batch(completions_per_step: int, sequence_tokens: int, budget: i
 # derived folders are rebuilt; the others only shape the runs.
 SPLIT_KEYS = ("data", "split", "data_config", "field", "answer_field", "id_field", "eval_rows", "eval_data")
 RANKING_KEYS = (*SPLIT_KEYS, "train_rows", "model", "ranking", "prompt_config")
+# ... and the rollouts the measured arms' orders come from (the GRPO options set k, the
+# length and the temperature).
+CALIBRATION_KEYS = (*RANKING_KEYS, "reward", "seed_base", "calibrate_sample", "grpo")
 
 
 def check_config(cfg: PilotConfig, folder: Path) -> None:
@@ -182,6 +194,8 @@ def check_config(cfg: PilotConfig, folder: Path) -> None:
             )
         if set(changed) & set(RANKING_KEYS):
             shutil.rmtree(folder / "ranking", ignore_errors=True)
+        if set(changed) & set(CALIBRATION_KEYS):
+            shutil.rmtree(folder / "calibration", ignore_errors=True)
         if set(changed) & {*SPLIT_KEYS, "train_rows"}:
             shutil.rmtree(folder / "data", ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -195,7 +209,7 @@ def discard_start(folder: Path) -> None:
     if (folder / "runs").is_dir():
         return
     (folder / CONFIG_FILE).unlink(missing_ok=True)
-    for name in ("data", "ranking"):
+    for name in ("data", "ranking", "calibration"):
         shutil.rmtree(folder / name, ignore_errors=True)
 
 

@@ -19,12 +19,13 @@ import polars as pl
 
 from anglecurate.base.errors import UserError
 from anglecurate.piloting.plan import PilotConfig, check_config, discard_start, prepare_split
-from anglecurate.piloting.train import CURVE_SCHEMA, DONE, Task, read_curve, run_dir
+from anglecurate.piloting.train import CURVE_SCHEMA, DONE, STEP_SCHEMA, Task, read_curve, read_steps, run_dir
 from anglecurate.rewards.registry import resolve_reward
 from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
 from anglecurate.storage.lock import exclusive_writer
 
 PARQUET, JSON, PNG = "pilot.parquet", "pilot.json", "pilot.png"
+STEPS = "pilot_steps.parquet"  # one row per optimizer step of every finished run
 
 
 @dataclass
@@ -39,6 +40,10 @@ class PilotResult:
     def verdict(self) -> list[str]:
         return self.summary.get("verdict", [])
 
+
+# The arms whose order starts from the angle ranking (scored here without --ranking): the
+# calibrated and pass-rate arms calibrate a copy of it, on its stored per-layer values.
+RANKED_ARMS = ("gainrl", "gainrl-open", "reverse", "calibrated", "pass-rate")
 
 # What the pilot trains with, and the extra that installs it (`make setup` does).
 TRAINER_MODULES = (("trl", "trl"), ("datasets", "trl"))
@@ -163,15 +168,15 @@ def _renderer(spec, cfg: PilotConfig):
     return prompt
 
 
-def collect(folder: Path, cfg: PilotConfig) -> pl.DataFrame:
-    """The curves of the finished runs, in arm and seed order."""
+def collect(folder: Path, cfg: PilotConfig, read=read_curve, schema=CURVE_SCHEMA) -> pl.DataFrame:
+    """The curves (``read_steps``: the per-step rows) of the finished runs, in arm and seed order."""
     frames = []
     for arm in cfg.arms:
         for seed in seeds_of(cfg):  # rows in arm order whatever order the runs finished in
             run = run_dir(folder, arm, seed)
             if (run / DONE).is_file():
-                frames.append(read_curve(run))
-    return pl.concat(frames) if frames else pl.DataFrame(schema=CURVE_SCHEMA)
+                frames.append(read(run))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
 def seeds_of(cfg: PilotConfig) -> list[int]:
@@ -200,6 +205,7 @@ def write_outputs(
     from anglecurate.piloting.summary import summarize
 
     atomic_write_parquet(curves, folder / PARQUET)
+    atomic_write_parquet(collect(folder, cfg, read_steps, STEP_SCHEMA), folder / STEPS)
     summary = summarize(curves) if curves.height else {"arms": {}, "verdict": ["no run has finished yet"]}
     summary = {
         "model": cfg.model,
@@ -223,6 +229,7 @@ def write_outputs(
 def run_pilot(cfg: PilotConfig, progress) -> PilotResult:
     """Run (or resume) every (arm, seed) of ``cfg`` into ``cfg.out``."""
     from anglecurate.piloting.arms import build_orders
+    from anglecurate.piloting.measured import MEASURED, measure_order
     from anglecurate.piloting.train import train_one
 
     cfg.validate()
@@ -236,10 +243,12 @@ def run_pilot(cfg: PilotConfig, progress) -> PilotResult:
             split = prepare_split(cfg, folder)
             ordered = [a for a in cfg.arms if a != "uniform"]
             ranking = None
-            if any(a in ("gainrl", "gainrl-open", "reverse") for a in ordered) or (ordered and cfg.ranking):
+            if any(a in RANKED_ARMS for a in ordered) or (ordered and cfg.ranking):
                 ranking = _ranking(cfg, split.train_path, folder, progress)
             task = _task(cfg, split, reward, ranking)
             orders = build_orders(cfg.arms, ranking, split.train, cfg.field, task.spec.tokenizer)
+            for arm in (a for a in cfg.arms if a in MEASURED):  # rollouts; a rerun resumes them
+                orders[arm] = measure_order(arm, cfg, task, ranking, folder, progress, progress.log)
         except UserError:
             discard_start(folder)  # a mistake leaves nothing that changes the next attempt
             raise

@@ -4,7 +4,10 @@ Pure functions of the curves (``pilot.parquet``). For each arm, over its seeds:
 
 - final and best held-out accuracy (mean over seeds), and the area under the curve: the
   mean accuracy over the run (trapezoids over steps, divided by the steps);
-- steps and tokens to reach the *target*, the uniform arm's final accuracy (mean over
+- the share of GRPO groups (one per prompt) whose rewards did not vary, over the run: the
+  prompts that gave the policy no gradient, which an order is for avoiding;
+- steps and tokens (generated in training, plus what measuring an arm's order generated
+  before it: :func:`budget`) to reach the *target*, the uniform arm's final accuracy (mean over
   seeds): the first crossing of the arm's mean curve, linearly interpolated between
   evaluations; None if it never gets there within the budget;
 - the speedup: uniform's steps (tokens) to the target divided by the arm's. A bootstrap
@@ -58,12 +61,34 @@ def auc(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.trapezoid(y, x) / span) if span > 0 else float(y[-1])
 
 
+def budget(frame: pl.DataFrame, unit: str) -> pl.Series:
+    """The x of a curve: optimizer steps, or generated tokens, which count what measuring
+    the arm's order generated before training (``order_tokens``: a calibration's
+    rollouts) from the first point on."""
+    if unit != "tokens" or "order_tokens" not in frame.columns:
+        return frame[unit]
+    return frame["tokens"] + frame["order_tokens"].fill_null(0)
+
+
+def zero_variance(frame: pl.DataFrame) -> float | None:
+    """The share of GRPO groups without reward variance over an arm's training, the mean of
+    its seeds' per-evaluation shares (None for curves from before it was kept)."""
+    if "zero_variance" not in frame.columns:
+        return None
+    per_seed = frame.group_by("seed").agg(pl.col("zero_variance").drop_nulls().mean())["zero_variance"]
+    per_seed = per_seed.drop_nulls()
+    return float(per_seed.mean()) if per_seed.len() else None
+
+
 def _seed_curves(frame: pl.DataFrame, arm: str, unit: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     out = {}
     for (seed,), group in (
         frame.filter(pl.col("arm") == arm).sort("step").group_by(["seed"], maintain_order=True)
     ):
-        out[int(seed)] = (group[unit].to_numpy().astype(float), group["accuracy"].to_numpy().astype(float))
+        out[int(seed)] = (
+            budget(group, unit).to_numpy().astype(float),
+            group["accuracy"].to_numpy().astype(float),
+        )
     return out
 
 
@@ -142,6 +167,7 @@ def summarize(frame: pl.DataFrame) -> dict:
             "best_accuracy": float(y.max()),
             "auc": auc(x, y),
             "tokens": float(np.mean([c[0][-1] for c in per_unit["tokens"].values()])),
+            "zero_variance": zero_variance(frame.filter(pl.col("arm") == arm)),
         }
         if target is not None:
             learned = result["baseline_learned"]
