@@ -79,7 +79,16 @@ def _cost_cells(cost: dict | None) -> list[str]:
 
 def pilot_html(summary: dict, figure_html: str | None) -> str:
     """The section: verdict lines, one table row per arm, then pilot.png."""
-    head = ["arm", "seeds", "before", "final acc.", "best acc.", "AUC", "steps to target"]
+    head = [
+        "arm",
+        "seeds",
+        "before",
+        "final acc.",
+        "best acc.",
+        "AUC",
+        "zero-variance groups",
+        "steps to target",
+    ]
     head += ["speedup (steps) [95%]", "speedup (tokens) [95%]"]
     head += ["generated tokens", "wall seconds", "uniform runs (time)"]
     learned = summary.get("baseline_learned", True)
@@ -93,6 +102,7 @@ def pilot_html(summary: dict, figure_html: str | None) -> str:
             entry.get("final_accuracy"),
             entry.get("best_accuracy"),
             entry.get("auc"),
+            entry.get("zero_variance"),
             _to_target(entry.get("steps_to_target"), learned),
             _speedup(arm, entry.get("speedup_steps"), entry.get("speedup_steps_ci95")),
             _speedup(arm, entry.get("speedup_tokens"), entry.get("speedup_tokens_ci95")),
@@ -125,8 +135,10 @@ def pilot_html(summary: dict, figure_html: str | None) -> str:
             "before training), so there is no target: no steps to it and no speedups (n/a)"
         )
     about += (
-        "; cost: tokens generated for training and evaluation, and their wall seconds, summed "
-        "over the arm's seeds; uniform runs: that time over one uniform run's"
+        "; zero-variance groups: the share of GRPO groups whose rewards did not vary (no "
+        "gradient), over the run; cost: tokens generated for training and evaluation (and an "
+        "arm's calibration, once), and their wall seconds, summed over the arm's seeds; uniform "
+        "runs: that time over one uniform run's"
     )
     note = f'<p class="note">{html.escape(runs)}; {html.escape(about)}.</p>'
     if cost.get("summary"):

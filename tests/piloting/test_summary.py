@@ -137,8 +137,8 @@ def test_no_learning_claims_no_speedup_and_the_table_agrees():
 
     page = pilot_html({**summary, "runs_finished": 6, "runs_planned": 6}, None)
     by_arm = table_rows(page)
-    assert by_arm["uniform"][6:9] == ["n/a", "baseline", "baseline"]
-    assert by_arm["gainrl"][6:9] == by_arm["length"][6:9] == ["n/a", "n/a", "n/a"]
+    assert by_arm["uniform"][7:10] == ["n/a", "baseline", "baseline"]
+    assert by_arm["gainrl"][7:10] == by_arm["length"][7:10] == ["n/a", "n/a", "n/a"]
     assert by_arm["length"][2:4] == ["0.300", "0.500"]  # before and final, as the verdict says
     assert "n/a n/a" not in page and "0.000" not in page
     assert "uniform learned nothing" in page and "no target" in page
@@ -155,7 +155,7 @@ def test_the_table_says_never_and_formats_steps_when_uniform_learned():
     assert summary["baseline_learned"] is True
     page = pilot_html(summary, None)
     rows = table_rows(page)
-    assert rows["uniform"][6:9] == ["40.0", "baseline", "baseline"]
-    assert rows["gainrl"][6:9] == ["20.0", "2.00x [2.00, 2.00]", "2.00x [2.00, 2.00]"]
-    assert rows["reverse"][6] == "never" and rows["reverse"][7].startswith("0.00x")
+    assert rows["uniform"][7:10] == ["40.0", "baseline", "baseline"]
+    assert rows["gainrl"][7:10] == ["20.0", "2.00x [2.00, 2.00]", "2.00x [2.00, 2.00]"]
+    assert rows["reverse"][7] == "never" and rows["reverse"][8].startswith("0.00x")
     assert any(line.startswith("reverse (mean over seeds) never reached") for line in summary["verdict"])
