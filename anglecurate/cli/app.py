@@ -374,7 +374,7 @@ def calibrate(
     from anglecurate.cli.display import calibration_lines
 
     show = not quiet and not json_out
-    with _interruptible("finished prompts are kept; rerun the same command to resume"):
+    with _interruptible("finished prompts are kept"):
         result = api.calibrate(
             ranking,
             progress=show,
@@ -620,7 +620,7 @@ def pilot(
     """Short side-by-side GRPO trainings: does the angle order learn faster than uniform here?"""
     from anglecurate import api
 
-    with _interruptible("finished runs and the last checkpoint of each run are kept; rerun to resume"):
+    with _interruptible("finished runs and the last checkpoint of each run are kept"):
         result = api.pilot(
             model,
             data,

@@ -45,7 +45,7 @@ def test_pilot_writes_every_output_and_resumes_after_a_kill(
         monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out, "--arms", "uniform,gainrl")
     )
     assert code == 130, err
-    assert "rerun to resume" in err
+    assert err.strip().endswith("of each run are kept; rerun the same command to resume"), err
     uniform = out / "runs" / "uniform-seed0"
     gainrl = out / "runs" / "gainrl-seed0"
     assert (uniform / "done.json").is_file() and not (uniform / "checkpoints").exists()
