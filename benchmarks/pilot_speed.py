@@ -44,7 +44,6 @@ TRAINERS = ("sampler", "gainrl", "bare")
 
 def _setup(rows: int):
     import polars as pl
-    import torch
 
     from anglecurate.piloting.arms import length_order
     from anglecurate.piloting.plan import GRPOOptions, PilotConfig
