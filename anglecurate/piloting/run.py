@@ -221,7 +221,7 @@ def write_outputs(
     }
     atomic_write_json(summary, folder / JSON)
     if curves.height:
-        title = f"{Path(cfg.model).name} on {Path(cfg.data).name}: held-out accuracy"
+        title = f"{Path(cfg.model).name} on {Path(cfg.data).name}: GRPO pilot"
         draw_pilot(curves, folder / PNG, title)
     return summary
 
