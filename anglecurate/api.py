@@ -80,7 +80,7 @@ class UpdateResult:
 
 
 def _progress(enabled: bool) -> RowProgress:
-    return RowProgress(enabled=enabled and sys.stderr.isatty())
+    return RowProgress(enabled=enabled, bar=sys.stderr.isatty())
 
 
 def _names(values: str | Sequence[str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from rich.console import Console
@@ -30,16 +31,22 @@ class _RateColumn(ProgressColumn):
 
 class RowProgress:
     """The bar of any row-by-row command (score, validate, a pilot's scoring): a context
-    manager; ``advance(rows, tokens)`` after each batch."""
+    manager; ``advance(rows, tokens)`` after each batch, ``log(line)`` for a line a user
+    reads as the work goes (a pilot's held-out accuracy at each evaluation).
 
-    def __init__(self, enabled: bool = True):
+    ``enabled`` False: silent. ``bar`` False (stderr is not a terminal: a log file, a
+    pipeline): no bar, but every ``log`` line still goes to stderr, so a pilot running for
+    hours under ``nohup`` says where it is."""
+
+    def __init__(self, enabled: bool = True, bar: bool = True):
         self.enabled = enabled
+        self.bar = enabled and bar
         self._progress: Progress | None = None
         self._task = None
         self._tokens = 0
 
     def __enter__(self) -> RowProgress:
-        if self.enabled:
+        if self.bar:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -62,6 +69,8 @@ class RowProgress:
     def log(self, message: str) -> None:
         if self._progress is not None:
             self._progress.console.print(message)
+        elif self.enabled:
+            print(message, file=sys.stderr, flush=True)
 
     def start(self, description: str, total: int, completed: int = 0) -> None:
         if self._progress is not None:

@@ -114,10 +114,13 @@ def test_a_curve_from_before_eval_seconds_reads_with_it_null(tmp_path):
     assert curve["eval_seconds"].to_list() == [None] and curve["accuracy"].to_list() == [0.5]
 
 
-def _one_line_error(code, err, needle):
+def _one_line_error(code, err, needle, logged: int = 0):
+    """Exit 2 and one error line, last, after ``logged`` progress lines (off a terminal the
+    pilot still says what it does, e.g. that it scores the training rows)."""
     assert code == 2, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert len(lines) == 1 + logged and lines[-1].startswith("error: ") and needle in lines[-1], err
+    assert not any(line.startswith("error") for line in lines[:-1]) and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
@@ -156,7 +159,8 @@ def test_a_failed_start_after_the_split_and_ranking_leaves_nothing(
     code, _, err = run_cli(
         monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out, "--arms", "uniform,gainrl")
     )
-    _one_line_error(code, err, "found late")
+    _one_line_error(code, err, "found late", logged=1)
+    assert err.startswith("scoring the ")  # the progress line a log file gets
     assert not out.exists()
 
 
