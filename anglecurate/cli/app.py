@@ -600,6 +600,7 @@ def schedule(
     mu0: float = typer.Option(None, help="Initial centre (a rank).", show_default="0"),
     shuffle: bool = typer.Option(False, "--shuffle", help="Shuffle within an epoch instead of rank order."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a schedule already in --out."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Draw epochs from a ranking into a schedule folder, with trainer exports."""
     if ctx.invoked_subcommand is not None:
@@ -625,6 +626,11 @@ def schedule(
         )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if json_out:
+        summary = {"out": str(out), "epochs": result.epochs, "per_epoch": per_epoch}
+        summary |= {"rows": result.frame.height, "exports": result.exports, "sampler": result.sampler}
+        print(json.dumps(summary | {"warnings": result.warnings}))
+        return
     exports = f" with exports {', '.join(result.exports)}" if result.exports else ""
     print(f"wrote {result.epochs} epochs of {per_epoch} to {out}{exports}")
     p = result.sampler
@@ -639,12 +645,17 @@ def schedule_update(
     ),
     reward_min: float = typer.Option(0.0, help="Reward that means 'wrong' (normalised to 0)."),
     reward_max: float = typer.Option(1.0, help="Reward that means 'right' (normalised to 1)."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Apply one epoch's training feedback and append the next epoch."""
     from anglecurate import api
 
     with _interruptible("the schedule is as it was before this update"):
         r = api.schedule_update(schedule_dir, feedback, reward_min=reward_min, reward_max=reward_max)
+    if json_out:
+        summary = {"out": str(r.out), "epoch": r.epoch, "accuracy": r.accuracy, "angle": r.angle}
+        print(json.dumps(summary | {"mu": r.mu, "rows": r.frame.height}))
+        return
     print(
         f"epoch {r.epoch}: accuracy {r.accuracy:.3f}, angle {r.angle:.3f}, "
         f"centre moved to rank {r.mu:.1f}; {r.frame.height} examples appended"
