@@ -93,7 +93,7 @@ RANKING_HELP = "Output folder of `anglecurate score`."
 RECORDED_TEMPLATE_HELP = "The chat template the ranking was scored with."
 # The defaults --help shows for options whose value None means "work it out": the docs'
 # options tables say the same (tests/cli/test_help_docs.py).
-ROW_ID = "row index (builtin:arithmetic: its uid)"
+ROW_ID = "the row index; builtin:arithmetic: its uid"
 BATCH_TOKENS = "2048 on CPU, 16384 on GPU"
 CURRENT = "the current choice's"
 RECORDED = "the one RANKING recorded"
