@@ -45,14 +45,18 @@ SUBSTITUTIONS = [
     # 8 rollouts of 256 tokens on every row take two minutes even for the tiny model; a
     # random model's answers are noise at any length.
     ("README.md", "--reward boxed", "--reward boxed --max-new-tokens 4"),
-    # The fixture rankings hold 40 rows, not thousands.
-    ("README.md", "--per-epoch 1024", "--per-epoch 32"),
+    # A backward pass per row, about 1 s each for the tiny model on 2 busy cores; 8 is the
+    # least validate takes (two halves of 4).
+    ("README.md", "--sample 240", "--sample 8"),
+    # The fixture data hold 20 rows and the fixture ranking 40, not thousands.
+    ("README.md", "--per-epoch 1024", "--per-epoch 16"),
     ("docs/schedule.md", "--per-epoch 1024", "--per-epoch 32"),
     # SmolLM2 (a 135M GGUF) scores at ~600 tokens/s on 2 cores; the tiny model at ~50,000.
     ("README.md", "builtin:smollm2", "./tiny-model"),
     ("docs/api.md", "builtin:smollm2", "./tiny-model"),
     ("docs/pilot.md", "builtin:smollm2", "./tiny-model"),
     ("docs/api.md", "max_new_tokens=256", "max_new_tokens=4"),  # as --reward boxed above
+    ("docs/api.md", "sample=256", "sample=20"),  # half the rows: 8 rollouts of each take seconds
     # The page's `ranked` is HumanEval, which has no reference answers to reward; calibrate
     # runs on a ranking of 40 questions that have them (scoring builtin:arithmetic's 3,000
     # rows takes a minute even for the tiny model).
@@ -196,14 +200,15 @@ def test_every_substitution_still_applies():
 
 @pytest.fixture(scope="session")
 def example_data(tmp_path_factory) -> Path:
-    """40 questions of varied length with answers and levels, as a shard of a hub dataset."""
+    """20 questions of varied length with answers and levels, as a shard of a hub dataset:
+    enough for validate's two halves and calibrate's five folds, and few, for time."""
     rows = [
         {
             "problem": f"What is {i} plus {3 * i}?" + " Explain each step." * (i % 5),
             "answer": str(4 * i),
             "level": f"Level {i % 5 + 1}",
         }
-        for i in range(40)
+        for i in range(20)
     ]
     path = tmp_path_factory.mktemp("example-data") / "train-00000-of-00001.parquet"
     pl.DataFrame(rows).write_parquet(path)
