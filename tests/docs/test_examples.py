@@ -36,9 +36,9 @@ from .examples import Block, docs, extract, to_json
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# (page, as written, as run, why). Each is applied to every block of its page, and each
-# must still match something (test_every_substitution_still_applies): a page that changed
-# under it fails here rather than running something else.
+# (page, as written, as run), each with the reason above it. Each is applied to every block
+# of its page, and each must still match something (test_every_substitution_still_applies):
+# a page that changed under it fails there rather than running something else.
 SUBSTITUTIONS = [
     # The test runs in the environment `make setup` builds; tests/test_make.py checks it.
     ("README.md", "make setup && . .venv/bin/activate", "true"),
@@ -51,7 +51,8 @@ SUBSTITUTIONS = [
     # The fixture data hold 20 rows and the fixture ranking 40, not thousands.
     ("README.md", "--per-epoch 1024", "--per-epoch 16"),
     ("docs/schedule.md", "--per-epoch 1024", "--per-epoch 32"),
-    # SmolLM2 (a 135M GGUF) scores at ~600 tokens/s on 2 cores; the tiny model at ~50,000.
+    # SmolLM2 (135M, dequantised from its GGUF) scores at ~600 tokens/s on 2 cores (README);
+    # the tiny random model (3 layers, d=64) is the one the rest of the suite runs.
     ("README.md", "builtin:smollm2", "./tiny-model"),
     ("docs/api.md", "builtin:smollm2", "./tiny-model"),
     ("docs/pilot.md", "builtin:smollm2", "./tiny-model"),
