@@ -1,7 +1,9 @@
-"""Test helpers: run the CLI in-process, and recompute angles naively, one prompt at a time."""
+"""Test helpers: run the CLI in-process, recompute angles naively, one prompt at a time, and
+lay out a model in a Hugging Face cache as the hub client does."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from contextlib import contextmanager
 
@@ -128,3 +130,23 @@ def greedy_by_hand(model, prompt_ids: list[int], max_new_tokens: int, stops) -> 
             if token in stops:
                 break
     return out
+
+
+# The commit a cached test repository is stored under.
+SHA = "feedface" * 5
+
+
+def hub_model(cache, model_dir, repo="org/tiny", sha=SHA, ref="main"):
+    """``model_dir``'s files as the snapshot ``sha`` of ``repo`` in the cache ``cache``,
+    with blobs and symlinks as the hub client stores them."""
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+    snap, blobs = repo_dir / "snapshots" / sha, repo_dir / "blobs"
+    snap.mkdir(parents=True)
+    blobs.mkdir(exist_ok=True)
+    for n, path in enumerate(sorted(model_dir.iterdir())):
+        blob = blobs / f"{n:040x}"
+        shutil.copy(path, blob)
+        (snap / path.name).symlink_to(f"../../blobs/{blob.name}")
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / ref).write_text(sha)
+    return snap

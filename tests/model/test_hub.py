@@ -11,25 +11,7 @@ import pytest
 from anglecurate.base.errors import UserError
 from anglecurate.model.load import has_chat_template, resolve_source
 
-from ..helpers import read_ranked, run_cli
-
-SHA = "feedface" * 5
-
-
-def hub_model(cache, model_dir, repo="org/tiny", sha=SHA, ref="main"):
-    """``model_dir``'s files as the snapshot ``sha`` of ``repo`` in the cache ``cache``,
-    with blobs and symlinks as the hub client stores them."""
-    repo_dir = cache / f"models--{repo.replace('/', '--')}"
-    snap, blobs = repo_dir / "snapshots" / sha, repo_dir / "blobs"
-    snap.mkdir(parents=True)
-    blobs.mkdir(exist_ok=True)
-    for n, path in enumerate(sorted(model_dir.iterdir())):
-        blob = blobs / f"{n:040x}"
-        shutil.copy(path, blob)
-        (snap / path.name).symlink_to(f"../../blobs/{blob.name}")
-    (repo_dir / "refs").mkdir(exist_ok=True)
-    (repo_dir / "refs" / ref).write_text(sha)
-    return snap
+from ..helpers import SHA, hub_model, read_ranked, run_cli
 
 
 def test_a_cached_hub_id_resolves_offline_to_its_snapshot(offline_cache, tiny_model_dir):
