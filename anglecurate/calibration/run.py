@@ -110,7 +110,7 @@ def _calibrate(cfg, out: OutputDir, progress, log, model, spec, rows, trainer) -
     run = manifest["run"]
     lazy = pl.scan_parquet(parts)
     columns = lazy.collect_schema().names()
-    _check_layers(out.root, columns, run)
+    check_layers(out.root, columns, run)
     answer = answer_column(cfg.answer_field, columns, str(out.root))
     inputs = read_prefill_features(out.root, embeddings=cfg.embed)  # checked now: before any rollout
     ranked = lazy.select("row_index").collect()["row_index"].to_numpy()
@@ -185,7 +185,7 @@ def _calibrate(cfg, out: OutputDir, progress, log, model, spec, rows, trainer) -
 _PLAN = {"row_index": pl.Int64, "rank": pl.Int64}
 
 
-def _check_layers(root: Path, columns: list[str], run: dict) -> None:
+def check_layers(root: Path, columns: list[str], run: dict) -> None:
     missing = [c for c in ("c_intra_layers", "c_inter_layers") if c not in columns]
     if missing or not run.get("layers"):
         raise UserError(

@@ -81,6 +81,21 @@ def _calibrate_config(cfg, path: Path, sample: int):
     )
 
 
+def check_measurable(cfg, ranking) -> None:
+    """The mistakes a measured arm's calibration would stop at, found before any run starts
+    (one line each): its settings, a ranking without stored per-layer values, no answer
+    column."""
+    from anglecurate.calibration.run import check_layers
+    from anglecurate.data.columns import answer_column
+    from anglecurate.scoring.store import OutputDir
+
+    _calibrate_config(cfg, ranking.path, cfg.calibrate_sample).validate()
+    manifest, parts = OutputDir(ranking.path).ranked_parts()
+    columns = pl.scan_parquet(parts).collect_schema().names()
+    check_layers(ranking.path, columns, manifest["run"])
+    answer_column(cfg.answer_field, columns, str(ranking.path))
+
+
 def training_rows(ranking, train_uids: list[str]) -> pl.DataFrame:
     """The ranked training rows in rank order: uid (str), row_index (the ranking's input row)."""
     frame = pl.DataFrame({"uid": ranking.uids.cast(pl.String), "row_index": ranking.rows})

@@ -229,7 +229,7 @@ def write_outputs(
 def run_pilot(cfg: PilotConfig, progress) -> PilotResult:
     """Run (or resume) every (arm, seed) of ``cfg`` into ``cfg.out``."""
     from anglecurate.piloting.arms import build_orders
-    from anglecurate.piloting.measured import MEASURED, measure_order
+    from anglecurate.piloting.measured import MEASURED, check_measurable, measure_order
     from anglecurate.piloting.train import train_one
 
     cfg.validate()
@@ -247,8 +247,8 @@ def run_pilot(cfg: PilotConfig, progress) -> PilotResult:
                 ranking = _ranking(cfg, split.train_path, folder, progress)
             task = _task(cfg, split, reward, ranking)
             orders = build_orders(cfg.arms, ranking, split.train, cfg.field, task.spec.tokenizer)
-            for arm in (a for a in cfg.arms if a in MEASURED):  # rollouts; a rerun resumes them
-                orders[arm] = measure_order(arm, cfg, task, ranking, folder, progress, progress.log)
+            if set(cfg.arms) & set(MEASURED):  # their mistakes now, their rollouts later
+                check_measurable(cfg, ranking)
         except UserError:
             discard_start(folder)  # a mistake leaves nothing that changes the next attempt
             raise
@@ -259,6 +259,14 @@ def run_pilot(cfg: PilotConfig, progress) -> PilotResult:
         )
         for seed in seeds_of(cfg):  # seed by seed: a pilot stopped early still compares every arm
             for arm in cfg.arms:
+                if (
+                    arm in MEASURED
+                    and arm not in orders
+                    and not (run_dir(folder, arm, seed) / DONE).is_file()
+                ):
+                    # rollouts just before the arm's first run, so the cheap arms are not kept
+                    # waiting behind them; a rerun resumes them, and reuses them once finished
+                    orders[arm] = measure_order(arm, cfg, task, ranking, folder, progress, progress.log)
                 train_one(task, arm, seed, orders.get(arm), progress)
                 write_outputs(folder, cfg, collect(folder, cfg), started, training)
         curves = collect(folder, cfg)

@@ -121,11 +121,36 @@ def test_measured_arms_calibrate_walk_easiest_first_and_pay_for_it(
         steps.filter(pl.col("arm") == "uniform")["zero_variance"].mean()
     )
 
-    # a rerun redoes nothing: no rollout is generated again, no run trained again
+    # a rerun redoes nothing: every run is finished, so no calibration is even read again
+    kept = {arm: (out / "calibration" / arm / "calibrate.json").read_bytes() for arm in measured.MEASURED}
     code, stdout, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
-    for arm in ("calibrated", "pass-rate"):
-        again = json.loads((out / "calibration" / arm / "calibrate.json").read_text())
-        assert again["cost"]["recorded"]["this_run"]["prompts"] == 0
+    for arm in measured.MEASURED:
+        assert (out / "calibration" / arm / "calibrate.json").read_bytes() == kept[arm]
     assert pl.read_parquet(out / "pilot.parquet").equals(curves)
     assert json.loads(stdout)["cost"] == cost
+
+
+def test_a_ranking_without_answers_is_refused_before_any_run(
+    monkeypatch, capsys, tiny_model_dir, data, tmp_path
+):
+    """A measured arm's rollouts are graded against the ranking's answer column: a ranking
+    scored from the questions alone is refused at the start, in one line, not after the
+    cheap arms have trained."""
+    questions = tmp_path / "questions.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    questions.write_text("".join(json.dumps({"id": r["id"], "problem": r["problem"]}) + "\n" for r in rows))
+    ranking = tmp_path / "ranked"
+    code, _, err = run_cli(
+        monkeypatch, capsys, "score", "--model", str(tiny_model_dir), "--data", str(questions),
+        "--field", "problem", "--id-field", "id", "--prompt-config", "none", "--dtype", "fp32",
+        "--out", str(ranking), "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    out = tmp_path / "p"
+    args = pilot_args(tiny_model_dir, data, out, "--arms", "uniform,calibrated", "--ranking", str(ranking))
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "answer" in lines[0] and str(ranking) in lines[0]
+    assert not out.exists()
