@@ -66,7 +66,8 @@ def _ranking(cfg: PilotConfig, train_path: Path, folder: Path, progress):
         return load_ranking(cfg.ranking)
     out = folder / "ranking"
     _refuse_stale_ranking(cfg, out, folder)
-    progress.log(f"scoring the {train_path} training rows for the angle ranking into {out}")
+    if not (out / "manifest.json").is_file():  # else finished: score() only reads it back
+        progress.log(f"scoring the {train_path} training rows for the angle ranking into {out}")
     score(
         ScoreConfig(
             model=cfg.model,
