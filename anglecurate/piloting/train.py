@@ -30,6 +30,7 @@ import contextlib
 import functools
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -368,9 +369,11 @@ def train_one(task: Task, arm: str, seed: int, order: Order | None, progress) ->
         curriculum = curriculum_for(order, uids, per_epoch, epochs, seed)
         recorder.curriculum = curriculum
         recorder.order_cost = {"order_tokens": order.tokens, "order_seconds": order.seconds}
+    with _no_deprecation_notices():
+        args = grpo_args(cfg, run, seed, task.micro_batch)
     kwargs = dict(
         model=model,
-        args=grpo_args(cfg, run, seed, task.micro_batch),
+        args=args,
         train_dataset=dataset,
         reward_funcs=[_tracking_reward(recorder, task.reward, curriculum)],
         processing_class=task.spec.tokenizer,
@@ -389,7 +392,7 @@ def train_one(task: Task, arm: str, seed: int, order: Order | None, progress) ->
     if not recorder.rows:  # after the trainer is built, so a colocated vLLM engine is shared
         recorder.record(model, 0)
     try:
-        with _no_save_bars():
+        with _no_save_bars(), _no_deprecation_notices():
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except (ValueError, RuntimeError) as exc:
         if "out of memory" in str(exc).lower():
@@ -426,3 +429,15 @@ def _no_save_bars():
     finally:
         if enabled:
             logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def _no_deprecation_notices():
+    """None of transformers' notices that its ``gradient_checkpointing`` names are
+    deprecated: TRL's config and trainer use them, not the user, who could do nothing about
+    them. The warning filters are restored on exit."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*gradient_checkpointing.* is deprecated", category=FutureWarning
+        )
+        yield
