@@ -22,14 +22,32 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from anglecurate.base.errors import UserError
 from anglecurate.base.progress import RowProgress
-from anglecurate.calibration.run import CalibrateResult
-from anglecurate.reporting.write import ReportResult
 from anglecurate.scoring.result import ScoreResult
+
+if TYPE_CHECKING:
+    from anglecurate.calibration.run import CalibrateResult
+    from anglecurate.reporting.write import ReportResult
+# Result classes whose modules load scipy and matplotlib (about a second): imported on first
+# use, so every command that does not calibrate or report starts without them.
+LAZY_RESULTS = {
+    "CalibrateResult": "anglecurate.calibration.run",
+    "ReportResult": "anglecurate.reporting.write",
+}
+
+
+def __getattr__(name: str):
+    if name in LAZY_RESULTS:
+        import importlib
+
+        return getattr(importlib.import_module(LAZY_RESULTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SCHEDULE_SAMPLER = ("n", "alpha", "beta", "adj_min", "adj_max", "sigma", "mu0", "shuffle")
 
