@@ -49,12 +49,7 @@ def calibration_dir(folder: Path, arm: str) -> Path:
 def ranking_copy(ranking_path: Path, dest: Path) -> Path:
     """``dest``: a copy of the finished ranking at ``ranking_path``, made once (atomically,
     by a rename), and made again when the ranking was rescored since (another manifest)."""
-    from anglecurate.storage.atomic import read_json
-
-    manifest = read_json(Path(ranking_path) / "manifest.json")
-    copied = read_json(dest / "manifest.json")
-    same = ("run", "created")  # the same scoring run (calibrate's columns change neither)
-    if copied is not None and all(copied.get(k) == manifest.get(k) for k in same):
+    if _same_ranking(Path(ranking_path), dest):  # calibrate's columns change neither key
         return dest
     staging = dest.with_name(f".{dest.name}.copy")
     shutil.rmtree(staging, ignore_errors=True)
@@ -102,6 +97,42 @@ def training_rows(ranking, train_uids: list[str]) -> pl.DataFrame:
     return frame.filter(pl.col("uid").is_in(train_uids))
 
 
+def reuse_rollouts(folder: Path, arm: str, settings: dict, rows: list[int]) -> int:
+    """Copy into ``arm``'s fresh store the finished prompts of ``rows`` that the other
+    measured arm already rolled out under the same settings (all but which rows): a row's
+    completions are drawn from seeds keyed by the row and the sample's index, so they are
+    the ones ``arm`` would draw. Each copied prompt keeps its tokens and seconds, so the arm
+    is charged for it all the same. Returns how many were copied."""
+    from anglecurate.calibration.rollouts import RolloutStore
+
+    store = RolloutStore(calibration_dir(folder, arm))
+    if store.read_settings() is not None:  # a store of its own: calibrate resumes it
+        return 0
+    ignore = ("rows", "sample", "plan", "scored")
+    wanted = {k: v for k, v in settings.items() if k not in ignore}
+    for other in (a for a in MEASURED if a != arm):
+        source = RolloutStore(calibration_dir(folder, other))
+        stored = source.read_settings()
+        if stored is None or {k: v for k, v in stored.items() if k not in ignore} != wanted:
+            continue
+        if not _same_ranking(calibration_dir(folder, other), calibration_dir(folder, arm)):
+            continue
+        found = source.done(rows)
+        store.prompt_dir.mkdir(parents=True, exist_ok=True)
+        for record in found.values():
+            store.write(record)
+        return len(found)
+    return 0
+
+
+def _same_ranking(a: Path, b: Path) -> bool:
+    """Two copies of one scoring run (the rollouts of one are the other's)."""
+    from anglecurate.storage.atomic import read_json
+
+    first, second = read_json(a / "manifest.json") or {}, read_json(b / "manifest.json") or {}
+    return bool(first) and all(first.get(k) == second.get(k) for k in ("run", "created"))
+
+
 def measure_order(arm: str, cfg, task, ranking, folder: Path, progress, log) -> Order:
     """The order of ``arm`` (one of :data:`MEASURED`): calibrate a copy of ``ranking``
     (resuming), then the training rows easiest first, with what the calibration cost."""
@@ -118,8 +149,13 @@ def measure_order(arm: str, cfg, task, ranking, folder: Path, progress, log) -> 
     else:
         chosen = rows["row_index"].to_list()
     path = ranking_copy(ranking.path, calibration_dir(folder, arm))
-    log(f"{arm}: measuring its order with rollouts into {path}")
-    result = calibrate(_calibrate_config(cfg, path, len(chosen)), progress, log, spec=task.spec, rows=chosen)
+    settings = _calibrate_config(cfg, path, len(chosen))
+    reused = reuse_rollouts(folder, arm, settings.rollout_settings(chosen), chosen)
+    log(
+        f"{arm}: measuring its order with rollouts into {path}"
+        + (f" ({reused} prompts from the other arm's)" if reused else "")
+    )
+    result = calibrate(settings, progress, log, spec=task.spec, rows=chosen)
     if arm == "calibrated":
         by_row = dict(zip(result.row_index.tolist(), result.fit.p_pass.tolist(), strict=True))
     else:

@@ -73,6 +73,9 @@ def test_measured_arms_calibrate_walk_easiest_first_and_pay_for_it(
         assert settings["samples_per_prompt"] == 2 and settings["max_new_tokens"] == 3  # the training's
         assert settings["reward"] == "hand_reward:odd_length" and settings["seed"] == 0
     assert not (out / "ranking" / "calibrate.json").exists()  # the ranking itself is left as scored
+    # pass-rate reuses the 10 prompts calibrated rolled out (the same draws), and still pays for them
+    assert pass_rate["cost"]["recorded"]["this_run"]["prompts"] == train.height - 10
+    assert pass_rate["cost"]["recorded"]["completions"] == 2 * train.height
 
     # the orders: pass rates easiest first, measured on every training row, or predicted
     rolled = pl.read_parquet(out / "calibration" / "pass-rate" / "calibrate.parquet")
