@@ -5,8 +5,9 @@ arms      each arm's order of the training rows (uniform, gainrl, gainrl-open, l
           calibrated, pass-rate)
 measured  the calibrated and pass-rate orders: rollouts by `calibrate` on a copy of the ranking
 evaluate  held-out accuracy: the generation engine's answers, graded by the training reward
-train     one (arm, seed) run with TRL's GRPOTrainer: curve, per-step zero-variance share,
-          checkpoints, resume
+record    what a run records: its curve (per evaluation) and steps (per optimizer step,
+          the zero-variance share), written as it trains
+train     one (arm, seed) run with TRL's GRPOTrainer: checkpoints, resume
 summary   speedups to uniform with bootstrap intervals, and the plain-language verdict
 cost      generated tokens and wall seconds, per arm and in uniform runs of the budget
 figure    pilot.png

@@ -19,7 +19,8 @@ import polars as pl
 
 from anglecurate.base.errors import UserError
 from anglecurate.piloting.plan import PilotConfig, check_config, discard_start, prepare_split
-from anglecurate.piloting.train import CURVE_SCHEMA, DONE, STEP_SCHEMA, Task, read_curve, read_steps, run_dir
+from anglecurate.piloting.record import CURVE_SCHEMA, STEP_SCHEMA, read_curve, read_steps
+from anglecurate.piloting.train import DONE, Task, run_dir
 from anglecurate.rewards.registry import resolve_reward
 from anglecurate.storage.atomic import atomic_write_json, atomic_write_parquet
 from anglecurate.storage.lock import exclusive_writer

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("trl")
 
-from anglecurate.piloting import train as pilot_train  # noqa: E402
+from anglecurate.piloting import record as pilot_record  # noqa: E402
 
 from ..helpers import greedy_by_hand, run_cli  # noqa: E402
 
@@ -33,14 +33,14 @@ def test_pilot_writes_every_output_and_resumes_after_a_kill(
     monkeypatch, capsys, tiny_model_dir, data, tmp_path
 ):
     out = tmp_path / "p"
-    record = pilot_train._Recorder.record
+    record = pilot_record.Recorder.record
 
     def dies_at_step_two_of_gainrl(self, model, step):
         if self.arm == "gainrl" and step == 2:
             raise Killed
         return record(self, model, step)
 
-    monkeypatch.setattr(pilot_train._Recorder, "record", dies_at_step_two_of_gainrl)
+    monkeypatch.setattr(pilot_record.Recorder, "record", dies_at_step_two_of_gainrl)
     code, _, err = run_cli(
         monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out, "--arms", "uniform,gainrl")
     )
@@ -55,7 +55,7 @@ def test_pilot_writes_every_output_and_resumes_after_a_kill(
     assert before["step"].to_list() == [0, 1]
     uniform_curve = pl.read_parquet(uniform / "curve.parquet")
 
-    monkeypatch.setattr(pilot_train._Recorder, "record", record)
+    monkeypatch.setattr(pilot_record.Recorder, "record", record)
     code, stdout, err = run_cli(
         monkeypatch, capsys, *pilot_args(tiny_model_dir, data, out, "--arms", "uniform,gainrl", "--json")
     )
@@ -67,7 +67,7 @@ def test_pilot_writes_every_output_and_resumes_after_a_kill(
     assert pl.read_parquet(uniform / "curve.parquet").equals(uniform_curve)  # a finished run is not redone
 
     curves = pl.read_parquet(out / "pilot.parquet")
-    assert curves.columns == list(pilot_train.CURVE_SCHEMA)
+    assert curves.columns == list(pilot_record.CURVE_SCHEMA)
     assert curves.select("arm", "seed").unique().height == 2
     assert curves.filter(pl.col("arm") == "uniform")["centre"].null_count() == 3
     ordered = curves.filter(pl.col("arm") == "gainrl").sort("step")
@@ -108,9 +108,9 @@ def test_pilot_writes_every_output_and_resumes_after_a_kill(
 
 def test_a_curve_from_before_eval_seconds_reads_with_it_null(tmp_path):
     row = {"arm": "uniform", "seed": 0, "step": 0, "tokens": 0, "seconds": 0.0, "accuracy": 0.5}
-    pl.DataFrame([row]).write_parquet(tmp_path / pilot_train.CURVE)
-    curve = pilot_train.read_curve(tmp_path)
-    assert curve.columns == list(pilot_train.CURVE_SCHEMA)
+    pl.DataFrame([row]).write_parquet(tmp_path / pilot_record.CURVE)
+    curve = pilot_record.read_curve(tmp_path)
+    assert curve.columns == list(pilot_record.CURVE_SCHEMA)
     assert curve["eval_seconds"].to_list() == [None] and curve["accuracy"].to_list() == [0.5]
 
 
