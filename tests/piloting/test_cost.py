@@ -52,3 +52,21 @@ def test_without_a_uniform_run_there_is_no_multiple_and_old_curves_count_zero():
     assert cost["uniform_run"] is None and cost["in_uniform_runs"] is None
     assert cost["arms"]["length"]["in_uniform_runs"] is None
     assert cost["summary"].endswith("in 30 s of training and evaluation")
+
+
+def test_a_measured_arms_calibration_is_paid_once_per_arm_and_in_full_by_each_run():
+    """Two seeds of `calibrated` share one calibration of 500 tokens and 40 s: the pilot
+    counts it once, each run's own cost carries all of it."""
+    order = {"order_tokens": 500, "order_seconds": 40.0}
+    rows = _rows("uniform", 0, 1000, 200, 90.0, 10.0)
+    rows += [r | order for r in _rows("calibrated", 0, 800, 200, 80.0, 10.0)]
+    rows += [r | order for r in _rows("calibrated", 1, 900, 200, 85.0, 10.0)]
+    rows = [{"order_tokens": 0, "order_seconds": 0.0} | r for r in rows]
+    runs = run_costs(pl.DataFrame(rows))
+    assert runs.filter(pl.col("arm") == "calibrated")["generated_tokens"].to_list() == [1500, 1600]
+    cost = pilot_cost(pl.DataFrame(rows))
+    assert cost["order_tokens"] == 500 and cost["order_seconds"] == 40.0
+    assert cost["generated_tokens"] == 1200 + 1000 + 1100 + 500  # the calibration once
+    assert cost["wall_seconds"] == 100.0 + 90.0 + 95.0 + 40.0
+    calibrated = cost["arms"]["calibrated"]
+    assert calibrated["generated_tokens"] == 2100 + 500 and calibrated["order_tokens"] == 500
