@@ -51,10 +51,19 @@ RANKING_KEYS = frozenset({"ranking"})
 
 def changed_keys(previous: dict, current: dict) -> list[str]:
     """Top-level keys whose values differ (JSON-normalised), ranking options aside; empty
-    when the runs match."""
+    when the runs match. The dataset is the same where its content fingerprint is: a folder
+    moved or copied elsewhere (with its input beside it) resumes instead of being refused."""
     normal = json.loads(json.dumps(current, default=str))
     keys = sorted((set(previous) | set(normal)) - RANKING_KEYS)
-    return [k for k in keys if previous.get(k) != normal.get(k)]
+    return [k for k in keys if _identity(k, previous.get(k)) != _identity(k, normal.get(k))]
+
+
+def _identity(key: str, value):
+    """What a run record's entry means for resume: the dataset's path is where it was read
+    from (provenance), not what it is (its ``fingerprint``)."""
+    if key == "dataset" and isinstance(value, dict) and value.get("fingerprint"):
+        return {k: v for k, v in value.items() if k != "path"}
+    return value
 
 
 def build_manifest(run: dict, ranking: dict, device: dict, timing: dict, counts: dict, outputs: dict) -> dict:

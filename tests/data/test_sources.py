@@ -235,6 +235,54 @@ def test_a_shard_folder_scores_and_resumes_exactly_as_one_file(
     assert code == 2 and "holds a run with different dataset" in err
 
 
+def test_a_moved_folder_resumes_where_its_input_is_unchanged(
+    tiny_model_dir, math_json, tmp_path, monkeypatch, capsys
+):
+    """The dataset is known by its content, not its path: a project folder (input and
+    output) moved elsewhere mid-run resumes there; a changed input is still refused."""
+    import shutil
+
+    from anglecurate.scoring import pipeline
+
+    from ..helpers import read_ranked, run_cli
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    pl.DataFrame(json.loads(math_json.read_text())).write_parquet(old / "rows.parquet")
+    extra = ["--field", "problem", "--chunk-rows", "8"]
+
+    def score(folder, out):
+        args = _score(tiny_model_dir, folder / "rows.parquet", folder / out, *extra)
+        return run_cli(monkeypatch, capsys, *args)
+
+    code, _, err = score(old, "whole")
+    assert code == 0, err
+
+    real, calls = pipeline.score_chunk, []
+
+    def killed_after_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "score_chunk", killed_after_two)
+    code, _, err = score(old, "out")
+    assert code == 130, err
+    monkeypatch.setattr(pipeline, "score_chunk", real)
+    shutil.move(old, new)
+    calls.clear()
+    code, _, err = score(new, "out")
+    assert code == 0, err
+    assert read_ranked(new / "out").drop("row_index").equals(read_ranked(new / "whole").drop("row_index"))
+    manifest = json.loads((new / "out" / "manifest.json").read_text())
+    assert manifest["run"]["dataset"]["path"] == str((new / "rows.parquet").resolve())
+
+    pl.DataFrame(json.loads(math_json.read_text())).head(20).write_parquet(new / "rows.parquet")
+    code, _, err = score(new, "out")
+    assert code == 2 and "holds a run with different dataset" in err
+
+
 @pytest.mark.parametrize(
     "case,needle",
     [
