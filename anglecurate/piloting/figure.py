@@ -7,7 +7,11 @@ an order helps GRPO.
 Read at a glance: steps tick whole numbers, the accuracy axis never leaves [0, 1], and
 arms whose mean curves coincide (a tiny pilot often learns nothing in every arm) stay
 visible: each arm has its own marker, the earlier of two identical curves is drawn wider
-underneath, and a note under the plot names them."""
+underneath, and a note under the plot names them. A measured arm's curve starts at the
+tokens its rollouts generated before training; where that lies beyond the longest curve's
+own span (a calibration of every row costs many runs' worth), a linear axis would squeeze
+every other arm into its first sliver, so the tokens axis turns logarithmic past the first
+evaluation's tokens, and says so."""
 
 from __future__ import annotations
 
@@ -117,6 +121,8 @@ def pilot_figure(frame: pl.DataFrame, title: str):
         notes += [(label, " = ".join(g)) for g in groups]
         ax.set_xlabel(label)
         integer_ticks(ax.xaxis, nbins=6)  # room for "12,000" at 10 pt
+        if unit == "tokens":
+            _log_past_offsets(ax, [c for curves in per_arm.values() for c in curves])
     axes[0].set_ylim(*accuracy_limits(lo, hi))
     axes[0].set_ylabel("held-out accuracy")
     for ax, (column, label) in zip(grid[1] if training else (), training, strict=False):
@@ -126,6 +132,27 @@ def pilot_figure(frame: pl.DataFrame, title: str):
     fig.suptitle(title, fontsize=11.5)
     finish(fig, *axes[0].get_legend_handles_labels(), ncol=len(arms), notes=_same_notes(notes))
     return fig
+
+
+def _log_past_offsets(ax, curves: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Symmetric-log tokens axis (linear up to the first evaluation's tokens) when some curve
+    starts beyond the longest curve's span: the measured arms' rollouts would otherwise
+    leave the other arms a sliver of the panel."""
+    from matplotlib.ticker import StrMethodFormatter, SymmetricalLogLocator
+
+    if not curves:
+        return
+    start = max(float(x[0]) for x, _ in curves)
+    span = max(float(x[-1] - x[0]) for x, _ in curves)
+    positive = [float(v) for x, _ in curves for v in x if v > 0]
+    if span <= 0 or start <= span or not positive:
+        return
+    threshold = min(positive)
+    ax.set_xscale("symlog", linthresh=threshold, linscale=0.5)
+    ax.xaxis.set_major_locator(SymmetricalLogLocator(linthresh=threshold, base=10, subs=(1.0, 3.0)))
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    note = f"log scale past {threshold:,.0f}; a measured arm starts after its rollouts"
+    ax.set_xlabel(f"{ax.get_xlabel()}\n({note})")
 
 
 def _training_panel(ax, frame: pl.DataFrame, arms: list[str], column: str, label: str) -> None:

@@ -69,3 +69,23 @@ def test_distinct_curves_get_no_note_and_the_png_is_written(tmp_path):
     assert not any("identical" in t.get_text() for t in fig.texts)
     assert np.allclose([line.get_linewidth() for line in fig.axes[0].lines], 1.8)
     pyplot().close(fig)
+
+
+def test_a_calibration_far_beyond_the_runs_turns_the_tokens_axis_logarithmic():
+    """A measured arm whose rollouts cost more than any run's own span starts far right: the
+    tokens axis turns symmetric-log there (linear up to the first evaluation) and says so;
+    without such an arm it stays linear."""
+    plain = frame({"uniform": [0.1, 0.2, 0.3], "pass-rate": [0.1, 0.3, 0.4]})
+    fig = pilot_figure(plain, "t")
+    assert fig.axes[1].get_xscale() == "linear"
+    pyplot().close(fig)
+    measured = plain.with_columns(order_tokens=pl.when(pl.col("arm") == "pass-rate").then(5000).otherwise(0))
+    fig = pilot_figure(measured, "t")
+    ax = fig.axes[1]
+    assert ax.get_xscale() == "symlog" and "log scale past 30" in ax.get_xlabel()
+    lo, hi = ax.get_xlim()
+    assert lo <= 0 and hi >= 5000 + 2 * 31  # every point on the panel
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert len(ticks) >= 3 and all(t == round(t) for t in ticks), ticks
+    assert fig.axes[0].get_xscale() == "linear"  # steps are never logarithmic
+    pyplot().close(fig)

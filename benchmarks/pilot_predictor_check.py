@@ -1,0 +1,95 @@
+"""How well the `calibrated` arm's predictor ranks the training rows it never saw.
+
+A pilot with both measured arms holds two calibrations of the same training rows:
+``P/calibration/calibrated`` (k rollouts on a 256-row sample, the predictor fitted on them)
+and ``P/calibration/pass-rate`` (k rollouts of every row; the sample's own rollouts reused).
+calibrate.json's held-out quality is measured out of fold on the 256 sampled rows; this
+measures it on the rest, the rows the arm actually orders by prediction alone, against their
+measured pass rates. The baselines are fitted the same way on the same sample, one feature
+each, so each learns its own sign.
+
+    python benchmarks/pilot_predictor_check.py pilot-arith
+
+prints a Markdown table (docs/pilot.md quotes it) and the measured pass rate by level.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from anglecurate.scoring.features import read_prefill_features
+from anglecurate.stats.correlation import auroc, auroc_ci, spearman, spearman_ci
+from anglecurate.stats.learnability import fit_learnability
+
+
+def _rates(folder: Path, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Measured pass rate [n] (NaN where not measured) and k [n] of ``folder``'s rollouts,
+    aligned to the feature rows ``index``."""
+    rollouts = pl.read_parquet(folder / "calibrate.parquet", columns=["row_index", "pass_rate", "k"])
+    where = {int(r): i for i, r in enumerate(index.tolist())}
+    at = np.array([where[int(r)] for r in rollouts["row_index"]], dtype=np.int64)
+    rate, k = np.full(index.size, np.nan), np.zeros(index.size, dtype=np.int64)
+    rate[at], k[at] = rollouts["pass_rate"].to_numpy(), rollouts["k"].to_numpy()
+    return rate, k
+
+
+def _full_fit(x: np.ndarray, rate: np.ndarray, k: np.ndarray, baselines: dict) -> np.ndarray:
+    """p_pass [n] of every row from the fit on the sampled rows (few bootstrap resamples:
+    only the prediction is used here)."""
+    return fit_learnability(x, rate, k, baselines, n_resamples=10).p_pass
+
+
+def main(pilot: Path) -> None:
+    calibrated, every_row = pilot / "calibration" / "calibrated", pilot / "calibration" / "pass-rate"
+    inputs = read_prefill_features(calibrated)
+    sample_rate, sample_k = _rates(calibrated, inputs.row_index)
+    truth, truth_k = _rates(every_row, inputs.row_index)
+    unseen = (sample_k == 0) & (truth_k > 0)
+    sampled = int((sample_k > 0).sum())
+    print(f"rows: {inputs.row_index.size}; sampled {sampled}; unseen and measured {int(unseen.sum())}")
+    candidates = {"predictor": inputs.features}
+    candidates |= {name: b.reshape(-1, 1) for name, b in inputs.baselines.items()}
+    measured = truth[unseen]
+    has_variance = (measured > 0) & (measured < 1)
+    print("\n| order | features | Spearman with measured pass rate [95%] | AUROC for reward variance [95%] |")
+    print("|---|---|---|---|")
+    for name, x in candidates.items():
+        p = _full_fit(x, sample_rate, sample_k, inputs.baselines)[unseen]
+        rho = spearman(p, measured)[0]
+        lo, hi = spearman_ci(p, measured)
+        area = auroc(has_variance, p * (1 - p))[0]
+        alo, ahi = auroc_ci(has_variance, p * (1 - p))
+        print(
+            f"| {name} | {x.shape[1]} | {rho:.2f} [{lo:.2f}, {hi:.2f}] | {area:.2f} [{alo:.2f}, {ahi:.2f}] |"
+        )
+    rows = pl.read_parquet(
+        every_row / "calibrate.parquet", columns=["row_index", "pass_rate", "has_variance"]
+    )
+    levels = pl.read_parquet(calibrated / "ranked", columns=["row_index", "level"])
+    table = (
+        rows.join(levels, on="row_index")
+        .group_by("level")
+        .agg(
+            rows=pl.len(),
+            pass_rate=pl.col("pass_rate").mean(),
+            zero_variance=1 - pl.col("has_variance").cast(pl.Float64).mean(),
+        )
+        .sort("level")
+    )
+    print(
+        f"\nevery row: mean pass rate {rows['pass_rate'].mean():.3f}, zero-variance share "
+        f"{1 - rows['has_variance'].cast(pl.Float64).mean():.3f}"
+    )
+    print("\n| level | rows | mean pass rate | zero-variance share |\n|---|---|---|---|")
+    for r in table.iter_rows(named=True):
+        print(f"| {r['level']} | {r['rows']} | {r['pass_rate']:.3f} | {r['zero_variance']:.3f} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python benchmarks/pilot_predictor_check.py PILOT_FOLDER")
+    main(Path(sys.argv[1]))
