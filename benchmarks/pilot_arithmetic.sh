@@ -4,6 +4,7 @@
 # study grew by arms only (a rerun with more --arms or --seeds extends the same study):
 #   2026-12-02  uniform, gainrl, length x 3 seeds (gainrl then ranked the R1-prompted rows)
 #   2026-12-03  + calibrated and pass-rate (issue 22), every ranked arm scored as trained
+#   2026-12-07  seeds 0 and 1 of all five arms finished (archived); seed 2 to come
 # A rerun resumes; OUT defaults to pilot-arith. What has finished so far is archived in
 # benchmarks/results/pilot-arith.tar.gz (everything but checkpoints): `tar xzf` it into the
 # repository root to resume the study from there instead of from scratch.

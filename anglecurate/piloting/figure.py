@@ -151,8 +151,7 @@ def _log_past_offsets(ax, curves: list[tuple[np.ndarray, np.ndarray]]) -> None:
     ax.set_xscale("symlog", linthresh=threshold, linscale=0.5)
     ax.xaxis.set_major_locator(SymmetricalLogLocator(linthresh=threshold, base=10, subs=(1.0, 3.0)))
     ax.xaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
-    note = f"log scale past {threshold:,.0f}; a measured arm starts after its rollouts"
-    ax.set_xlabel(f"{ax.get_xlabel()}\n({note})")
+    ax.set_xlabel(f"{ax.get_xlabel()} (log scale past {threshold:,.0f})")
 
 
 def _training_panel(ax, frame: pl.DataFrame, arms: list[str], column: str, label: str) -> None:
