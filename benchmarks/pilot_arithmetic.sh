@@ -4,10 +4,10 @@
 # study grew by arms only (a rerun with more --arms or --seeds extends the same study):
 #   2026-12-02  uniform, gainrl, length x 3 seeds (gainrl then ranked the R1-prompted rows)
 #   2026-12-03  + calibrated and pass-rate (issue 22), every ranked arm scored as trained
-#   2026-12-07  seeds 0 and 1 of all five arms finished (archived); seed 2 to come
-# A rerun resumes; OUT defaults to pilot-arith. What has finished so far is archived in
+#   2026-12-07  all 15 runs (5 arms x 3 seeds) finished and archived
+# A rerun resumes; OUT defaults to pilot-arith. The finished study is archived in
 # benchmarks/results/pilot-arith.tar.gz (everything but checkpoints): `tar xzf` it into the
-# repository root to resume the study from there instead of from scratch.
+# repository root to check or extend it without rerunning the finished runs.
 set -euo pipefail
 OUT=${1:-pilot-arith}
 ARMS=${ARMS:-uniform,gainrl,length,calibrated,pass-rate}
