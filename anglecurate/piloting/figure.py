@@ -102,12 +102,14 @@ def pilot_figure(frame: pl.DataFrame, title: str):
             x, y = means[arm]
             stacked = np.array([np.interp(x, cx, cy) for cx, cy in per_arm[arm]])
             n = len(per_arm[arm])
+            line_x, line_y, marked = _evaluations_marked(x, y, per_arm[arm])
             ax.plot(
-                x,
-                y,
+                line_x,
+                line_y,
                 color=COLORS.get(arm, f"C{k}"),
                 lw=1.8 + 2.2 * hidden[arm],
-                marker=MARKERS.get(arm, "o") if len(x) <= 40 else None,
+                marker=MARKERS.get(arm, "o") if len(marked) <= 40 else None,
+                markevery=marked,
                 ms=6 + 3 * hidden[arm],
                 mfc="white",
                 mew=1.3,
@@ -132,6 +134,23 @@ def pilot_figure(frame: pl.DataFrame, title: str):
     fig.suptitle(title, fontsize=11.5)
     finish(fig, *axes[0].get_legend_handles_labels(), ncol=len(arms), notes=_same_notes(notes))
     return fig
+
+
+def _evaluations_marked(
+    x: np.ndarray, y: np.ndarray, curves: list[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The mean curve (x [K], y [K]) with a marker per evaluation, not per vertex.
+
+    On the tokens axis each seed evaluates at its own token count, so the mean curve has a
+    vertex for every seed's evaluation (3 seeds x 7 evaluations = 21 markers, stacked where a
+    curve is steep). Each evaluation's mean x over seeds is added as a vertex (on the line, so
+    its shape is unchanged) and only those are marked. Returns (x [K'], y [K'], indices)."""
+    lengths = {len(cx) for cx, _ in curves}
+    if len(curves) < 2 or len(lengths) != 1:
+        return x, y, list(range(len(x)))
+    at = np.mean([cx for cx, _ in curves], axis=0)
+    grid = np.union1d(x, at)
+    return grid, np.interp(grid, x, y), np.searchsorted(grid, at).tolist()
 
 
 def _log_past_offsets(ax, curves: list[tuple[np.ndarray, np.ndarray]]) -> None:

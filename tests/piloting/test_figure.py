@@ -89,3 +89,20 @@ def test_a_calibration_far_beyond_the_runs_turns_the_tokens_axis_logarithmic():
     assert len(ticks) >= 3 and all(t == round(t) for t in ticks), ticks
     assert fig.axes[0].get_xscale() == "linear"  # steps are never logarithmic
     pyplot().close(fig)
+
+
+def test_each_evaluation_is_marked_once_on_the_tokens_axis():
+    """Seeds evaluate at different token counts, so the mean curve has a vertex per seed's
+    evaluation: the tokens panel marks each evaluation once, at its mean tokens over seeds,
+    on the line."""
+    fig = pilot_figure(frame({"uniform": [0.1, 0.2, 0.3, 0.35]}, seeds=3), "t")
+    for ax in fig.axes[:2]:
+        (line,) = ax.lines
+        x, y = (np.asarray(v, dtype=float) for v in line.get_data())
+        marked = line.get_markevery()
+        assert len(marked) == 4  # 4 evaluations, not 3 seeds x 4
+        if ax is fig.axes[1]:
+            assert len(x) > 4  # every seed's vertex is still on the line
+            assert np.allclose(x[marked], [step * 31 for step in range(4)])  # mean of 30, 31, 32
+            assert np.allclose(y[marked], np.interp(x[marked], x, y))
+    pyplot().close(fig)
