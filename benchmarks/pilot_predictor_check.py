@@ -23,19 +23,20 @@ import numpy as np
 import polars as pl
 
 from anglecurate.scoring.features import read_prefill_features
-from anglecurate.stats.correlation import auroc, auroc_ci, spearman, spearman_ci
-from anglecurate.stats.learnability import fit_learnability
+from anglecurate.stats.learnability import fit_learnability, predictor_quality
 
 
-def _rates(folder: Path, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Measured pass rate [n] (NaN where not measured) and k [n] of ``folder``'s rollouts,
-    aligned to the feature rows ``index``."""
-    rollouts = pl.read_parquet(folder / "calibrate.parquet", columns=["row_index", "pass_rate", "k"])
+def _rates(folder: Path, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Measured pass rate [n] (NaN where not measured), k [n] and has_variance [n] bool of
+    ``folder``'s rollouts, aligned to the feature rows ``index``."""
+    columns = ["row_index", "pass_rate", "k", "has_variance"]
+    rollouts = pl.read_parquet(folder / "calibrate.parquet", columns=columns)
     where = {int(r): i for i, r in enumerate(index.tolist())}
     at = np.array([where[int(r)] for r in rollouts["row_index"]], dtype=np.int64)
     rate, k = np.full(index.size, np.nan), np.zeros(index.size, dtype=np.int64)
-    rate[at], k[at] = rollouts["pass_rate"].to_numpy(), rollouts["k"].to_numpy()
-    return rate, k
+    varies = np.zeros(index.size, dtype=bool)
+    rate[at], k[at], varies[at] = (rollouts[c].to_numpy() for c in columns[1:])
+    return rate, k, varies
 
 
 def _full_fit(x: np.ndarray, rate: np.ndarray, k: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -47,26 +48,22 @@ def _full_fit(x: np.ndarray, rate: np.ndarray, k: np.ndarray, reference: np.ndar
 def main(pilot: Path) -> None:
     calibrated, every_row = pilot / "calibration" / "calibrated", pilot / "calibration" / "pass-rate"
     inputs = read_prefill_features(calibrated)
-    sample_rate, sample_k = _rates(calibrated, inputs.row_index)
-    truth, truth_k = _rates(every_row, inputs.row_index)
+    sample_rate, sample_k, _ = _rates(calibrated, inputs.row_index)
+    truth, truth_k, truth_varies = _rates(every_row, inputs.row_index)
     unseen = (sample_k == 0) & (truth_k > 0)
     sampled = int((sample_k > 0).sum())
     print(f"rows: {inputs.row_index.size}; sampled {sampled}; unseen and measured {int(unseen.sum())}")
     candidates = {"predictor": inputs.features}
     candidates |= {name: b.reshape(-1, 1) for name, b in inputs.baselines.items()}
-    measured = truth[unseen]
-    has_variance = (measured > 0) & (measured < 1)
+    measured, has_variance = truth[unseen], truth_varies[unseen]
     print("\n| order | features | Spearman with measured pass rate [95%] | AUROC for reward variance [95%] |")
     print("|---|---|---|---|")
     for name, x in candidates.items():
         p = _full_fit(x, sample_rate, sample_k, inputs.baselines["n_question"])[unseen]
-        rho = spearman(p, measured)[0]
-        lo, hi = spearman_ci(p, measured)
-        area = auroc(has_variance, p * (1 - p))[0]
-        alo, ahi = auroc_ci(has_variance, p * (1 - p))
-        print(
-            f"| {name} | {x.shape[1]} | {rho:.2f} [{lo:.2f}, {hi:.2f}] | {area:.2f} [{alo:.2f}, {ahi:.2f}] |"
-        )
+        q = predictor_quality(name, x.shape[1], p, measured, has_variance)
+        (lo, hi), (alo, ahi) = q.spearman_ci, q.auroc_ci
+        rho, area = f"{q.spearman:.2f} [{lo:.2f}, {hi:.2f}]", f"{q.auroc:.2f} [{alo:.2f}, {ahi:.2f}]"
+        print(f"| {name} | {q.features} | {rho} | {area} |")
     rows = pl.read_parquet(
         every_row / "calibrate.parquet", columns=["row_index", "pass_rate", "has_variance"]
     )

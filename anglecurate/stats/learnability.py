@@ -204,7 +204,9 @@ def fit_learnability(
         p_pass = final.predict(x)
     has_variance = (measured > 0) & (measured < 1)
     quality = {
-        name: _quality(name, candidates[name].shape[1], p, measured, has_variance, n_resamples, level, seed)
+        name: predictor_quality(
+            name, candidates[name].shape[1], p, measured, has_variance, n_resamples, level, seed
+        )
         for name, p in held.items()
     }
     recommended, reason = _verdict(quality["predictor"], quality[reference], reference, measured)
@@ -330,7 +332,19 @@ def _held_out(x, successes, k, Cs, folds: int, seed: int) -> np.ndarray:
     return out
 
 
-def _quality(name, n_features, predicted, measured, has_variance, n_resamples, level, seed) -> Quality:
+def predictor_quality(
+    name: str,
+    n_features: int,
+    predicted: np.ndarray,
+    measured: np.ndarray,
+    has_variance: np.ndarray,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Quality:
+    """How well predicted pass rates [m] float64 order measured ones [m] float64: Spearman, and
+    the AUROC of the expected group variance p (1 - p) for ``has_variance`` [m] bool, each with
+    its paired-bootstrap interval."""
     rho, _, rows = spearman(predicted, measured)
     variance = predicted * (1.0 - predicted)
     area, _ = auroc(has_variance, variance)
